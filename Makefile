@@ -1,0 +1,58 @@
+# lua-ublk: `make` builds ublk.core into build/; `make test` runs every spec (host, then the real
+# driver natively or in the test VM on each kernel) and ends with "N passed, N failed"; `make demo`.
+LUA        ?= lua5.4
+LUA_INC    ?= /usr/include/lua5.4
+KERNELS    ?= 6.12 7.3
+KERNEL     ?=
+CC         ?= cc
+OPT        ?= -O2 -g
+WARN       := -Wall -Wextra -Werror -Wshadow -Wmissing-prototypes -Wstrict-prototypes -Wcast-qual \
+              -Wpointer-arith -Wformat=2 -Wundef
+CFLAGS_ALL := -std=gnu11 -fPIC -fvisibility=hidden $(WARN) -I$(LUA_INC) $(OPT)
+SANITIZE   := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+LIBS       := -luring
+
+SRCS := $(wildcard csrc/*.c)
+HDRS := $(wildcard csrc/*.h)
+OBJS := $(SRCS:csrc/%.c=build/obj/%.o)
+ASAN_OBJS := $(SRCS:csrc/%.c=build/asan-obj/%.o)
+
+# Debian packages the build, the specs, the VM and the demo need.
+DEB_PACKAGES := liblua5.4-dev lua5.4 liburing-dev luarocks lua-busted fio qemu-system-x86 \
+                busybox-static cpio xz-utils zstd kmod gcc make
+
+.PHONY: all asan deps test test-host test-kernel demo clean
+all: build/ublk/core.so
+asan: build/asan/ublk/core.so
+
+build/obj/%.o: csrc/%.c $(HDRS)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS_ALL) -c $< -o $@
+build/ublk/core.so: $(OBJS)
+	@mkdir -p $(@D)
+	$(CC) -shared -o $@ $(OBJS) $(LIBS)
+
+build/asan-obj/%.o: csrc/%.c $(HDRS)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS_ALL) $(SANITIZE) -c $< -o $@
+build/asan/ublk/core.so: $(ASAN_OBJS)
+	@mkdir -p $(@D)
+	$(CC) -shared $(SANITIZE) -o $@ $(ASAN_OBJS) $(LIBS)
+
+deps:
+	@missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "make deps: installing $$missing"; \
+	  if [ "$$(id -u)" != 0 ]; then echo "make deps: run as root, or install: $$missing" >&2; exit 1; fi; \
+	  (apt-get update -q || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	fi
+
+# Every spec: host specs with the ASan build, then the kernel specs natively or in the VM per kernel.
+test: deps all asan
+	@tools/test-all $(if $(KERNEL),$(KERNEL),$(KERNELS))
+
+demo: deps all
+	@tools/demo $(if $(KERNEL),$(KERNEL),6.12)
+
+clean:
+	rm -rf build

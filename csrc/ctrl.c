@@ -1,0 +1,97 @@
+/*
+ * /dev/ublk-control and its ring. The kernel reads the command header from the SQE's command area,
+ * which holds 80 bytes only in a 128-byte SQE (it answers -EINVAL otherwise): the ring is always
+ * IORING_SETUP_SQE128 (and CQE32, as the driver's reference servers use).
+ */
+#include "ctrl.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define CTRL_RING_DEPTH 4
+
+int ublk_ctrl_open(struct ublk_ctrl **out, const char *path)
+{
+	struct ublk_ctrl *c;
+	int ret;
+
+	c = calloc(1, sizeof(*c));
+	if (!c)
+		return -ENOMEM;
+	c->fd = open(path, O_RDWR | O_CLOEXEC);
+	if (c->fd < 0) {
+		ret = -errno;
+		goto fail_free;
+	}
+	ret = io_uring_queue_init(CTRL_RING_DEPTH, &c->ring, IORING_SETUP_SQE128 | IORING_SETUP_CQE32);
+	if (ret < 0)
+		goto fail_close;
+	c->refs = 1;
+	*out = c;
+	return 0;
+
+fail_close:
+	close(c->fd);
+fail_free:
+	free(c);
+	return ret;
+}
+
+void ublk_ctrl_unref(struct ublk_ctrl *c)
+{
+	if (!c || --c->refs > 0)
+		return;
+	io_uring_queue_exit(&c->ring);
+	close(c->fd);
+	free(c);
+}
+
+/* liburing 2.3 has no io_uring_prep_uring_cmd: this is the one place an URING_CMD SQE is filled. */
+void ublk_ctrl_prep(unsigned char image[128], int fd, __u32 cmd_op, const struct ublksrv_ctrl_cmd *header)
+{
+	struct io_uring_sqe *sqe = (struct io_uring_sqe *)image;
+
+	memset(image, 0, 128);
+	sqe->opcode = IORING_OP_URING_CMD;
+	sqe->fd = fd;
+	sqe->cmd_op = cmd_op;
+	memcpy(sqe->cmd, header, sizeof(*header));
+}
+
+int ublk_ctrl_run(struct ublk_ctrl *c, const unsigned char image[128], int *from_ring)
+{
+	struct io_uring_sqe *sqe;
+	struct io_uring_cqe *cqe;
+	int ret;
+
+	if (from_ring)
+		*from_ring = 1;
+	sqe = io_uring_get_sqe(&c->ring);
+	if (!sqe)
+		return -EBUSY; /* cannot happen: one command at a time, each reaped before the next */
+	memcpy(sqe, image, 128);
+	ret = io_uring_submit(&c->ring);
+	if (ret < 0)
+		return ret;
+	do
+		ret = io_uring_wait_cqe(&c->ring, &cqe);
+	while (ret == -EINTR);
+	if (ret < 0)
+		return ret;
+	ret = cqe->res;
+	io_uring_cqe_seen(&c->ring, cqe);
+	if (from_ring)
+		*from_ring = 0;
+	return ret;
+}
+
+int ublk_ctrl_command(struct ublk_ctrl *c, __u32 cmd_op, const struct ublksrv_ctrl_cmd *header)
+{
+	unsigned char image[128];
+
+	ublk_ctrl_prep(image, c->fd, cmd_op, header);
+	return ublk_ctrl_run(c, image, NULL);
+}

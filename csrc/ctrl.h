@@ -1,0 +1,31 @@
+/* The control ring: one SQE128/CQE32 io_uring on /dev/ublk-control, shared by the devices of a Lua state. */
+#ifndef LUA_UBLK_CTRL_H
+#define LUA_UBLK_CTRL_H
+
+#include <liburing.h>
+
+#include "ublk_uapi.h"
+
+struct ublk_ctrl {
+	int fd;
+	int refs;   /* the Lua handle and every device opened through it */
+	int legacy; /* the kernel lacks UBLK_F_CMD_IOCTL_ENCODE: send the legacy opcodes */
+	struct io_uring ring;
+};
+
+int ublk_ctrl_open(struct ublk_ctrl **out, const char *path); /* 0 or -errno */
+void ublk_ctrl_unref(struct ublk_ctrl *c);
+
+/* Fill a 128-byte SQE image for one command; cmd_op is the legacy number or the ioctl-encoded one. */
+void ublk_ctrl_prep(unsigned char sqe[128], int fd, __u32 cmd_op, const struct ublksrv_ctrl_cmd *header);
+
+/*
+ * Submit a prepared SQE image and wait for its completion: the CQE's res (>= 0 or -errno), or the
+ * -errno of the ring itself (then *from_ring is set, when given).
+ */
+int ublk_ctrl_run(struct ublk_ctrl *c, const unsigned char sqe[128], int *from_ring);
+
+/* Both, for callers that need no trace. */
+int ublk_ctrl_command(struct ublk_ctrl *c, __u32 cmd_op, const struct ublksrv_ctrl_cmd *header);
+
+#endif

@@ -1,0 +1,289 @@
+/*
+ * The control handle (ublk.control) and the device handle (ublk.device).
+ *
+ * A device handle is created closed, before ADD_DEV, as liolib creates a file before opening it, so
+ * nothing acquired can be lost to an allocation error. Once adopted it owns the kernel device: close,
+ * __close and __gc delete it, once. It holds a counted reference on the control ring, so the ring
+ * outlives every device whatever order the collector finalizes them in.
+ */
+#include <errno.h>
+#include <lauxlib.h>
+#include <lua.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ctrl.h"
+#include "lua_ublk.h"
+
+struct control_handle {
+	struct ublk_ctrl *ctrl; /* NULL once closed */
+};
+
+struct device_handle {
+	struct ublk_ctrl *ctrl; /* counted reference */
+	__s64 dev_id;           /* -1: owns no kernel device */
+};
+
+static struct control_handle *check_control(lua_State *L, int arg)
+{
+	struct control_handle *h = luaL_checkudata(L, arg, UBLK_CONTROL_MT);
+
+	if (!h->ctrl)
+		luaL_error(L, "attempt to use a closed ublk control handle");
+	return h;
+}
+
+/** core.open_control([path = "/dev/ublk-control"]) -> control | nil, msg, errno */
+static int l_open_control(lua_State *L)
+{
+	const char *path = luaL_optstring(L, 1, "/dev/ublk-control");
+	struct control_handle *h = lua_newuserdatauv(L, sizeof(*h), 0);
+	int ret;
+
+	h->ctrl = NULL;
+	luaL_setmetatable(L, UBLK_CONTROL_MT);
+	ret = ublk_ctrl_open(&h->ctrl, path);
+	if (ret < 0)
+		return ublk_lua_fail(L, path, -ret);
+	return 1;
+}
+
+/**
+ * control:command(cmd_op, dev_id, queue_id, data, buf, buflen [, trace [, dev_path]]) -> res, out, sqe
+ * Sends one command with a buffer of buflen bytes (initialised from the string buf, zero-filled past
+ * it; no buffer when buflen is 0). With dev_path, the buffer starts with that path and its NUL
+ * (dev_path_len covers both), as GET_DEV_INFO2 and unprivileged devices want; out is still only the
+ * payload. trace(sqe, buffer), when given, is called just before the SQE is submitted. res is the
+ * kernel's answer (>= 0, or -errno); out the payload afterwards; sqe the 128-byte SQE.
+ * When the ring itself fails: nil, msg, errno.
+ */
+static int l_command(lua_State *L)
+{
+	struct control_handle *h = check_control(L, 1);
+	lua_Integer op = luaL_checkinteger(L, 2);
+	lua_Integer dev_id = luaL_checkinteger(L, 3);
+	lua_Integer queue_id = luaL_checkinteger(L, 4);
+	lua_Integer data = luaL_optinteger(L, 5, 0);
+	size_t inlen = 0;
+	const char *in = luaL_optlstring(L, 6, NULL, &inlen);
+	lua_Integer buflen = luaL_optinteger(L, 7, (lua_Integer)inlen);
+	size_t pathlen = 0;
+	const char *path = luaL_optlstring(L, 9, NULL, &pathlen);
+	size_t prefix = path ? pathlen + 1 : 0, total;
+	struct ublksrv_ctrl_cmd header;
+	unsigned char sqe[128];
+	luaL_Buffer out;
+	char *buf = NULL;
+	int ret, from_ring;
+
+	luaL_argcheck(L, op >= 0 && op <= 0xffffffffLL, 2, "cmd_op out of range");
+	luaL_argcheck(L, buflen >= 0 && (size_t)buflen >= inlen, 7, "buffer length out of range");
+	luaL_argcheck(L, prefix <= 4096, 9, "device path too long");
+	total = prefix + (size_t)buflen;
+	luaL_argcheck(L, total <= 0xffff, 7, "buffer longer than the 16-bit len field");
+	if (total > 0) {
+		/* a Lua-owned buffer: freed by the collector even if the trace function raises */
+		buf = luaL_buffinitsize(L, &out, total);
+		memset(buf, 0, total);
+		if (path)
+			memcpy(buf, path, pathlen);
+		if (inlen)
+			memcpy(buf + prefix, in, inlen);
+	}
+	memset(&header, 0, sizeof(header));
+	header.dev_id = (__u32)dev_id;
+	header.queue_id = (__u16)queue_id;
+	header.len = (__u16)total;
+	header.addr = (__u64)(uintptr_t)buf;
+	header.data[0] = (__u64)data;
+	header.dev_path_len = (__u16)prefix;
+	ublk_ctrl_prep(sqe, h->ctrl->fd, (__u32)op, &header);
+	if (lua_isfunction(L, 8)) {
+		lua_pushvalue(L, 8);
+		lua_pushlstring(L, (const char *)sqe, sizeof(sqe));
+		if (buf)
+			lua_pushlstring(L, buf, total);
+		else
+			lua_pushnil(L);
+		lua_call(L, 2, 0);
+	}
+	ret = ublk_ctrl_run(h->ctrl, sqe, &from_ring);
+	if (from_ring)
+		return ublk_lua_fail(L, "io_uring_submit on /dev/ublk-control", -ret);
+	lua_pushinteger(L, ret);
+	if (total > 0) {
+		luaL_pushresultsize(&out, total);
+		if (prefix) { /* only the payload */
+			lua_pushlstring(L, lua_tostring(L, -1) + prefix, (size_t)buflen);
+			lua_remove(L, -2);
+		}
+	} else {
+		lua_pushnil(L);
+	}
+	lua_pushlstring(L, (const char *)sqe, sizeof(sqe));
+	return 3;
+}
+
+/** control:set_legacy(bool): devices deleted by the collector use the legacy DEL_DEV opcode. */
+static int l_set_legacy(lua_State *L)
+{
+	struct control_handle *h = check_control(L, 1);
+
+	h->ctrl->legacy = lua_toboolean(L, 2);
+	return 0;
+}
+
+/** control:fd() -> the /dev/ublk-control descriptor (for the trace). */
+static int l_control_fd(lua_State *L)
+{
+	lua_pushinteger(L, check_control(L, 1)->ctrl->fd);
+	return 1;
+}
+
+static int l_control_close(lua_State *L)
+{
+	struct control_handle *h = luaL_checkudata(L, 1, UBLK_CONTROL_MT);
+
+	if (h->ctrl) {
+		ublk_ctrl_unref(h->ctrl);
+		h->ctrl = NULL;
+	}
+	return 0;
+}
+
+static int l_control_tostring(lua_State *L)
+{
+	struct control_handle *h = luaL_checkudata(L, 1, UBLK_CONTROL_MT);
+
+	if (h->ctrl)
+		lua_pushfstring(L, "ublk.control (fd %d)", h->ctrl->fd);
+	else
+		lua_pushliteral(L, "ublk.control (closed)");
+	return 1;
+}
+
+/** core.device(control) -> a device handle that owns nothing yet; its uservalue is a table for Lua. */
+static int l_device(lua_State *L)
+{
+	struct control_handle *c = check_control(L, 1);
+	struct device_handle *d = lua_newuserdatauv(L, sizeof(*d), 1);
+
+	d->ctrl = NULL;
+	d->dev_id = -1;
+	luaL_setmetatable(L, UBLK_DEVICE_MT);
+	lua_newtable(L);
+	lua_setiuservalue(L, -2, 1);
+	d->ctrl = c->ctrl;
+	d->ctrl->refs++;
+	return 1;
+}
+
+/** device:_adopt(id): the handle now owns kernel device `id`. */
+static int l_device_adopt(lua_State *L)
+{
+	struct device_handle *d = luaL_checkudata(L, 1, UBLK_DEVICE_MT);
+	lua_Integer id = luaL_checkinteger(L, 2);
+
+	luaL_argcheck(L, id >= 0 && id <= 0xfffffffeLL, 2, "device id out of range");
+	luaL_argcheck(L, d->dev_id < 0, 1, "the handle already owns a device");
+	d->dev_id = id;
+	return 0;
+}
+
+/** device:_forget(): the kernel device is gone (deleted through the traced path). */
+static int l_device_forget(lua_State *L)
+{
+	struct device_handle *d = luaL_checkudata(L, 1, UBLK_DEVICE_MT);
+
+	d->dev_id = -1;
+	return 0;
+}
+
+/** device:_owned() -> id or nil */
+static int l_device_owned(lua_State *L)
+{
+	struct device_handle *d = luaL_checkudata(L, 1, UBLK_DEVICE_MT);
+
+	if (d->dev_id < 0)
+		lua_pushnil(L);
+	else
+		lua_pushinteger(L, d->dev_id);
+	return 1;
+}
+
+/** device:_data() -> the Lua-side table of the handle */
+static int l_device_data(lua_State *L)
+{
+	luaL_checkudata(L, 1, UBLK_DEVICE_MT);
+	lua_getiuservalue(L, 1, 1);
+	return 1;
+}
+
+/* The collector's path: delete the kernel device if still owned, then drop the ring. Never raises. */
+static int l_device_gc(lua_State *L)
+{
+	struct device_handle *d = luaL_checkudata(L, 1, UBLK_DEVICE_MT);
+
+	if (d->ctrl && d->dev_id >= 0) {
+		struct ublksrv_ctrl_cmd header;
+
+		memset(&header, 0, sizeof(header));
+		header.dev_id = (__u32)d->dev_id;
+		header.queue_id = (__u16)-1;
+		ublk_ctrl_command(d->ctrl, d->ctrl->legacy ? UBLK_CMD_DEL_DEV
+							  : UBLK_U_CMD(_IOC_READ | _IOC_WRITE, UBLK_CMD_DEL_DEV),
+				  &header);
+		d->dev_id = -1;
+	}
+	if (d->ctrl) {
+		ublk_ctrl_unref(d->ctrl);
+		d->ctrl = NULL;
+	}
+	return 0;
+}
+
+static const luaL_Reg control_methods[] = {
+	{ "command", l_command },
+	{ "set_legacy", l_set_legacy },
+	{ "fd", l_control_fd },
+	{ "close", l_control_close },
+	{ NULL, NULL },
+};
+
+static const luaL_Reg control_meta[] = {
+	{ "__gc", l_control_close },
+	{ "__close", l_control_close },
+	{ "__tostring", l_control_tostring },
+	{ NULL, NULL },
+};
+
+static const luaL_Reg device_methods[] = {
+	{ "_adopt", l_device_adopt },
+	{ "_forget", l_device_forget },
+	{ "_owned", l_device_owned },
+	{ "_data", l_device_data },
+	{ "_gc", l_device_gc },
+	{ NULL, NULL },
+};
+
+void ublk_lua_open_control(lua_State *L)
+{
+	luaL_newmetatable(L, UBLK_CONTROL_MT);
+	luaL_setfuncs(L, control_meta, 0);
+	luaL_newlib(L, control_methods);
+	lua_setfield(L, -2, "__index");
+	lua_pop(L, 1);
+
+	/* ublk.lua fills in the rest of this metatable (__index, __close, __tostring) */
+	luaL_newmetatable(L, UBLK_DEVICE_MT);
+	lua_pushcfunction(L, l_device_gc);
+	lua_setfield(L, -2, "__gc");
+	luaL_newlib(L, device_methods);
+	lua_setfield(L, -2, "methods");
+	lua_setfield(L, -2, "device_mt"); /* core.device_mt */
+
+	lua_pushcfunction(L, l_open_control);
+	lua_setfield(L, -2, "open_control");
+	lua_pushcfunction(L, l_device);
+	lua_setfield(L, -2, "device");
+}
