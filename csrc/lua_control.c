@@ -110,9 +110,8 @@ static int l_command(lua_State *L)
 	ret = ublk_ctrl_run(h->ctrl, sqe, &from_ring);
 	if (from_ring)
 		return ublk_lua_fail(L, "io_uring_submit on /dev/ublk-control", -ret);
-	lua_pushinteger(L, ret);
 	if (total > 0) {
-		luaL_pushresultsize(&out, total);
+		luaL_pushresultsize(&out, total); /* the buffer's box must be on top here */
 		if (prefix) { /* only the payload */
 			lua_pushlstring(L, lua_tostring(L, -1) + prefix, (size_t)buflen);
 			lua_remove(L, -2);
@@ -120,6 +119,8 @@ static int l_command(lua_State *L)
 	} else {
 		lua_pushnil(L);
 	}
+	lua_pushinteger(L, ret);
+	lua_insert(L, -2);
 	lua_pushlstring(L, (const char *)sqe, sizeof(sqe));
 	return 3;
 }

@@ -119,7 +119,7 @@ function M.check(opts, features)
   local o = {}
   o.queues = want_range("queues", opts.queues or 1, 1, C.MAX_NR_QUEUES)
   o.depth = want_range("depth", opts.depth or 128, 1, C.MAX_QUEUE_DEPTH)
-  if opts.id ~= nil then o.id = want_range("id", opts.id, 0, 0x7ffffffe, "a device number") end
+  if opts.id ~= nil then o.id = want_range("id", opts.id, 0, (1 << 20) - 1, "a device number") end
   o.block_size = want_pow2("block_size", opts.block_size or 512, 512, page, " (the page size)")
   local bs = o.block_size
   o.max_io = want_integer("max_io", opts.max_io or 512 * KiB)
@@ -145,7 +145,7 @@ function M.check(opts, features)
     fail("virt_boundary", opts.virt_boundary, ("must be 0 or a power of two from 512 to %d (the page size)"):format(page))
   end
   for _, k in ipairs { "read_only", "rotational", "volatile_cache", "fua" } do
-    o[k] = want_bool(k, opts[k] == nil and false or opts[k])
+    o[k] = opts[k] ~= nil and want_bool(k, opts[k])
   end
   if o.fua and not o.volatile_cache then
     fail("fua", true, "needs volatile_cache = true (FUA only means something with a write cache)")
@@ -153,7 +153,7 @@ function M.check(opts, features)
 
   local any_discard = opts.discard_granularity or opts.discard_alignment or opts.max_discard
     or opts.max_write_zeroes or opts.max_discard_segments
-  o.discard = want_bool("discard", opts.discard == nil and (any_discard ~= nil) or opts.discard)
+  if opts.discard == nil then o.discard = any_discard ~= nil else o.discard = want_bool("discard", opts.discard) end
   if o.discard then
     o.discard_granularity = want_pow2("discard_granularity", opts.discard_granularity or math.max(bs, 4096),
       bs, 1 << 31, " (at least block_size)")
@@ -272,19 +272,12 @@ function M.encode(o)
   return core.pack("params", t)
 end
 
---- Decode GET_PARAMS (and the dev info) back into the keys `ublk.new` takes.
+--- Decode GET_PARAMS back into the keys `ublk.new` takes; `info` (dev:info()) adds queues, depth, id, max_io.
 function M.decode(bytes, info)
   local p = core.unpack("params", bytes)
   local types, attrs = p.types, p["basic.attrs"]
   local o = {}
-  if info then
-    o.queues, o.depth, o.id, o.max_io = info.nr_hw_queues, info.queue_depth, info.dev_id, info.max_io_buf_bytes
-    local names = M.flag_names(info.flags)
-    -- flags the kernel sets on every device, not asked for by the caller
-    local implied = { cmd_ioctl_encode = true, uring_cmd_comp_in_task = true }
-    o.flags = {}
-    for _, n in ipairs(names) do if not implied[n] then o.flags[#o.flags + 1] = n end end
-  end
+  if info then o.queues, o.depth, o.id, o.max_io = info.queues, info.depth, info.id, info.max_io end
   if types & C.PARAM_TYPE_BASIC ~= 0 then
     o.size = p["basic.dev_sectors"] << 9
     o.block_size = 1 << p["basic.logical_bs_shift"]

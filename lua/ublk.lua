@@ -1,0 +1,345 @@
+--- lua-ublk: Linux userspace block devices (ublk) from Lua 5.4.
+--
+--     local ublk = require("ublk")
+--     local dev <close> = assert(ublk.new{ size = 64 * 2^20, queues = 2, depth = 64 })
+--     print(dev.id, dev.char_path, dev:info().state)
+--
+-- Misuse and bad parameters raise a Lua error naming the key and the allowed range. When the kernel
+-- or the OS refuses, functions return `nil, message, errno`; the message names the command, the
+-- errno and the kernel's checks that can produce it.
+-- @module ublk
+local core = require("ublk.core")
+local params = require("ublk.params")
+local errors = require("ublk.errors")
+local decode = require("ublk.decode")
+
+local M = {
+  version = "0.1.0",
+  --- The raw C module, for tools and specs.
+  core = core,
+}
+
+local state = {
+  control = nil,   -- the shared control handle, opened on first use
+  legacy = false,  -- send legacy opcodes (the kernel lacks CMD_IOCTL_ENCODE)
+  features = nil,  -- GET_FEATURES mask, once known
+  trace = false,
+  trace_out = io.stderr,
+}
+
+--- Print every control command, decoded, to stderr before and after the kernel sees it.
+-- @tparam boolean on
+-- @param[opt] out a file to write to instead of io.stderr
+function M.trace(on, out)
+  state.trace = on and true or false
+  state.trace_out = out or io.stderr
+end
+
+local function trace_line(fmt, ...)
+  state.trace_out:write("ublk: ", fmt:format(...), "\n")
+  state.trace_out:flush()
+end
+
+-- the struct each command's buffer holds, for the trace
+local buffer_kind = { ADD_DEV = "dev_info", GET_DEV_INFO = "dev_info", GET_DEV_INFO2 = "dev_info",
+  SET_PARAMS = "params", GET_PARAMS = "params" }
+
+local function explain_open(path, msg, errno)
+  local E = core.errno
+  if errno == E.ENOENT then
+    local loaded = io.open("/sys/module/ublk_drv")
+    if loaded then loaded:close() end
+    return ("%s is missing: %s"):format(path, loaded
+      and "ublk_drv is loaded but the node was not created (is devtmpfs or udev running?)"
+      or "the ublk_drv module is not loaded (modprobe ublk_drv; the kernel needs CONFIG_BLK_DEV_UBLK)")
+  elseif errno == E.EACCES or errno == E.EPERM then
+    return ("%s: permission denied: run as root, or give this user access to the node with a udev rule (unprivileged ublk)"):format(path)
+  end
+  return msg
+end
+
+--- The shared control handle, opened on first use.
+-- @return control, or nil, message, errno
+local function control()
+  if state.control then return state.control end
+  local path = os.getenv("UBLK_CONTROL") or "/dev/ublk-control"
+  local c, msg, errno = core.open_control(path)
+  if not c then return nil, explain_open(path, msg, errno), errno end
+  state.control = c
+  -- Negotiate the opcode style: GET_FEATURES exists only ioctl-encoded and says whether the
+  -- kernel takes ioctl-encoded commands at all (UBLK_F_CMD_IOCTL_ENCODE).
+  local res, out = c:command(core.commands.GET_FEATURES.ioctl, 0xffffffff, 0xffff, 0, nil, 8)
+  if res == 0 then
+    state.features = string.unpack("<I8", out)
+    state.legacy = state.features & (1 << 6) == 0
+  else
+    state.features, state.legacy = nil, true
+  end
+  c:set_legacy(state.legacy)
+  if state.trace then
+    trace_line("control: %s%s", path, state.legacy
+      and " (GET_FEATURES refused: this kernel lacks CMD_IOCTL_ENCODE; sending legacy opcodes)"
+      or (" (features 0x%x; sending ioctl-encoded opcodes)"):format(state.features))
+  end
+  return c
+end
+
+--- Send one control command. `a` = { dev_id, queue_id, data, buf, len, dev_path, context }.
+-- @return res (>= 0), out | nil, message, errno
+local function command(name, a)
+  local c, msg, errno = control()
+  if not c then return nil, msg, errno end
+  local cmd = core.commands[name]
+  local op = cmd.ioctl
+  if state.legacy then
+    if not cmd.has_legacy then
+      return nil, ("%s: the running kernel has only legacy ublk opcodes and %s has none"):format(name, name), core.errno.EOPNOTSUPP
+    end
+    op = cmd.nr
+  end
+  local dev_id, queue_id = a.dev_id or 0xffffffff, a.queue_id or 0xffff
+  local tracer
+  if state.trace then
+    tracer = function(sqe, buf)
+      local s = decode.sqe(sqe)
+      local h = s.ctrl_cmd.values
+      trace_line("-> %s (%s %s) dev_id=%s queue_id=%s len=%d addr=0x%x data=0x%x dev_path_len=%d",
+        name, state.legacy and "legacy" or "ioctl", ("0x%x"):format(op), h.dev_id == 0xffffffff and "-1" or h.dev_id,
+        h.queue_id == 0xffff and "-1" or h.queue_id, h.len, h.addr, h.data, h.dev_path_len)
+      local kind = buffer_kind[name]
+      if kind and (name == "ADD_DEV" or name == "SET_PARAMS") and buf then
+        local t = decode.decode(kind, buf:sub(h.dev_path_len + 1))
+        if t then trace_line("   %s", decode.format(t, "   "):gsub("^%s+", "")) end
+      end
+    end
+  end
+  local res, out, sqe = c:command(op, dev_id, queue_id, a.data or 0, a.buf, a.len, tracer, a.dev_path)
+  if res == nil then return nil, out, sqe end -- the ring itself failed
+  if state.trace then
+    if res < 0 then
+      trace_line("<- %s = %d (-%s)", name, res, errors.name(-res))
+    else
+      trace_line("<- %s = %d", name, res)
+      local kind = buffer_kind[name]
+      if kind and out and name ~= "SET_PARAMS" then
+        local t = decode.decode(kind, out)
+        if t then trace_line("   %s", decode.format(t, "   "):gsub("^%s+", "")) end
+      end
+    end
+  end
+  if res < 0 then
+    local ctx = a.context or {}
+    ctx.command, ctx.dev_id = name, dev_id
+    ctx.header = ctx.header or { dev_id = dev_id, queue_id = queue_id, len = a.len or (a.buf and #a.buf) or 0, data = a.data or 0 }
+    return nil, errors.explain(ctx, -res), -res
+  end
+  return res, out
+end
+M._command = command
+
+--- The kernel's ublk features (GET_FEATURES).
+-- @return { mask = n, names = {...}, ioctl_encode = bool, legacy_opcodes = bool } | nil, msg, errno
+function M.features()
+  local c, msg, errno = control()
+  if not c then return nil, msg, errno end
+  if not state.features then
+    return nil, "GET_FEATURES failed: this kernel's ublk driver predates it (Linux < 6.5): features cannot be listed", core.errno.EOPNOTSUPP
+  end
+  -- Legacy opcodes: a legacy GET_DEV_INFO for a device that cannot exist answers -ENODEV when the
+  -- kernel takes legacy numbers, -EOPNOTSUPP when CONFIG_BLKDEV_UBLK_LEGACY_OPCODES is off.
+  local res = c:command(core.commands.GET_DEV_INFO.nr, 0x7fffffff, 0xffff, 0, nil, 64)
+  return {
+    mask = state.features,
+    names = params.flag_names(state.features),
+    ioctl_encode = not state.legacy,
+    legacy_opcodes = res == -core.errno.ENODEV,
+  }
+end
+
+local Device = {}
+local device_mt = core.device_mt
+local methods = device_mt.methods
+
+local function device_index(dev, key)
+  local m = Device[key]
+  if m ~= nil then return m end
+  return dev:_data()[key]
+end
+device_mt.__index = device_index
+device_mt.__name = "ublk.device"
+device_mt.__tostring = function(dev)
+  local id = dev:_owned()
+  return id and ("ublk.device %d (%s)"):format(id, dev:_data().char_path) or "ublk.device (deleted)"
+end
+device_mt.__close = function(dev) dev:delete() end
+for k, f in pairs(methods) do Device[k] = f end
+
+local function decode_info(bytes)
+  local v = core.unpack("dev_info", bytes)
+  return {
+    id = v.dev_id,
+    state = ({ [0] = "dead", "live", "quiesced", "fail_io" })[v.state] or ("state " .. v.state),
+    queues = v.nr_hw_queues,
+    depth = v.queue_depth,
+    max_io = v.max_io_buf_bytes,
+    flags = params.flag_names(v.flags),
+    flags_mask = v.flags,
+    owner_uid = v.owner_uid,
+    owner_gid = v.owner_gid,
+    pid = v.ublksrv_pid,
+    char_path = "/dev/ublkc" .. v.dev_id,
+    block_path = "/dev/ublkb" .. v.dev_id,
+  }
+end
+
+local function info_of(id)
+  local path = "/dev/ublkc" .. id
+  local name = state.legacy and "GET_DEV_INFO" or "GET_DEV_INFO2"
+  local res, out, errno = command(name, { dev_id = id, len = 64,
+    dev_path = name == "GET_DEV_INFO2" and path or nil, context = { dev_path = path } })
+  if not res then return nil, out, errno end
+  return decode_info(out)
+end
+
+--- Create a device (ADD_DEV, then SET_PARAMS). See the README for every option.
+-- @tparam table opts
+-- @return device | nil, message, errno
+function M.new(opts)
+  local c, msg, errno = control()
+  local o = params.check(opts, state.features) -- misuse raises, whatever the kernel
+  if not c then return nil, msg, errno end
+  local dev = core.device(c)
+  local info = params.dev_info(o)
+  local res, out
+  res, out, errno = command("ADD_DEV", { dev_id = o.id or 0xffffffff, buf = info, len = 64,
+    context = { info = core.unpack("dev_info", info), opts = o } })
+  if not res then return nil, out, errno end
+  local got = core.unpack("dev_info", out)
+  dev:_adopt(got.dev_id)
+  local data = dev:_data()
+  data.id = got.dev_id
+  data.char_path = "/dev/ublkc" .. got.dev_id
+  data.path = "/dev/ublkb" .. got.dev_id
+  data.options = o
+  res, out, errno = command("SET_PARAMS", { dev_id = got.dev_id, buf = params.encode(o),
+    context = { opts = o } })
+  if not res then
+    dev:delete()
+    return nil, out, errno
+  end
+  -- A kernel that does not know a parameter block drops it silently (6.12: dma_alignment and the
+  -- segment limits): read them back and refuse rather than run with other limits than asked.
+  local back, err2, errno2 = dev:params()
+  if not back then dev:delete(); return nil, err2, errno2 end
+  for _, k in ipairs { "dma_alignment", "seg_boundary", "max_segment_size", "max_segments" } do
+    if o[k] ~= nil and back[k] == nil then
+      dev:delete()
+      return nil, ("SET_PARAMS (device %d): the running kernel ignored %s = %s: its ublk driver has no %s parameter block (added after Linux 6.12)"):format(
+        got.dev_id, k, tostring(o[k]), k == "dma_alignment" and "DMA_ALIGN" or "SEGMENT"), core.errno.EOPNOTSUPP
+    end
+  end
+  return dev
+end
+
+--- GET_DEV_INFO2, decoded: { id, state, queues, depth, max_io, flags, owner_uid, owner_gid, pid, ... }
+function Device:info()
+  local id = self:_owned()
+  if not id then error("attempt to use a deleted ublk device", 2) end
+  return info_of(id)
+end
+
+--- GET_PARAMS, decoded into the keys `ublk.new` takes.
+function Device:params()
+  local id = self:_owned()
+  if not id then error("attempt to use a deleted ublk device", 2) end
+  local size = core.layout("params").size
+  local res, out, errno = command("GET_PARAMS", { dev_id = id, buf = string.pack("<I4", size), len = size })
+  if not res then return nil, out, errno end
+  local info, msg, errno2 = info_of(id)
+  if not info then return nil, msg, errno2 end
+  local o = params.decode(out, info)
+  local implied = { cmd_ioctl_encode = true, uring_cmd_comp_in_task = true, per_io_daemon = true,
+    buf_reg_off_daemon = true, safe_stop_dev = true }
+  o.flags = {}
+  for _, n in ipairs(info.flags) do if not implied[n] then o.flags[#o.flags + 1] = n end end
+  return o
+end
+
+--- GET_QUEUE_AFFINITY: the CPUs queue `q` is meant to run on.
+-- @return { cpu, ... } | nil, msg, errno
+function Device:queue_affinity(q)
+  local id = self:_owned()
+  if not id then error("attempt to use a deleted ublk device", 2) end
+  local opts = self:_data().options
+  if math.type(q) ~= "integer" or q < 0 or q >= opts.queues then
+    error(("queue_affinity: q = %s: must be an integer from 0 to %d"):format(tostring(q), opts.queues - 1), 2)
+  end
+  local len = 512 -- 4096 CPUs
+  local res, out, errno = command("GET_QUEUE_AFFINITY", { dev_id = id, data = q, len = len })
+  if not res then return nil, out, errno end
+  local cpus = {}
+  for i = 0, len - 1 do
+    local b = out:byte(i + 1)
+    if b ~= 0 then
+      for bit = 0, 7 do if b & (1 << bit) ~= 0 then cpus[#cpus + 1] = i * 8 + bit end end
+    end
+  end
+  return cpus
+end
+
+--- DEL_DEV. Also what `__close` and `__gc` do; a second call does nothing.
+-- @return true | nil, msg, errno
+function Device:delete()
+  local id = self:_owned()
+  if not id then return true end
+  local res, msg, errno = command("DEL_DEV", { dev_id = id })
+  if not res and errno ~= core.errno.ENODEV then return nil, msg, errno end
+  self:_forget()
+  return true
+end
+Device.close = Device.delete
+
+--- Every ublk device on the system, decoded like dev:info().
+-- @return { info, ... } | nil, msg, errno
+function M.list()
+  local c, msg, errno = control()
+  if not c then return nil, msg, errno end
+  local ids = {}
+  local p = io.popen("ls /sys/class/ublk-char 2>/dev/null")
+  for name in p:lines() do
+    local id = name:match("^ublkc(%d+)$")
+    if id then ids[#ids + 1] = tonumber(id) end
+  end
+  p:close()
+  table.sort(ids)
+  local out = {}
+  for _, id in ipairs(ids) do
+    local info = info_of(id)
+    if info then out[#out + 1] = info end -- a device deleted meanwhile is simply gone
+  end
+  return out
+end
+
+--- Delete a device by id (DEL_DEV), whoever created it.
+function M.delete(id)
+  if math.type(id) ~= "integer" or id < 0 then error("ublk.delete: id must be a device number", 2) end
+  local res, msg, errno = command("DEL_DEV", { dev_id = id })
+  if not res then return nil, msg, errno end
+  return true
+end
+
+--- Decode bytes as the kernel reads them: kind is "sqe", "ctrl-cmd", "dev-info" or "params".
+-- @return table (fields with offsets, warnings) | nil, msg
+function M.decode(kind, bytes)
+  return decode.decode(kind, bytes)
+end
+
+--- What the running kernel supports for ublk, and why not: { ok, checks = { {name, ok, detail}, ... } }
+function M.doctor()
+  return require("ublk.doctor").run(M, state)
+end
+
+--- Internal state, for the doctor and the specs.
+function M._state() return state end
+
+return M
