@@ -339,6 +339,16 @@ function M.doctor()
   return require("ublk.doctor").run(M, state)
 end
 
+--- Send legacy opcodes (true) or ioctl-encoded ones (false), whatever the kernel announced: for the
+-- specs, which prove both paths on kernels that take both.
+function M._set_legacy(on)
+  local c, msg, errno = control()
+  if not c then return nil, msg, errno end
+  state.legacy = on and true or false
+  c:set_legacy(state.legacy)
+  return true
+end
+
 --- Internal state, for the doctor and the specs.
 function M._state() return state end
 

@@ -1,0 +1,39 @@
+rockspec_format = "3.0"
+package = "ublk"
+version = "scm-1"
+source = {
+  url = "git+file:///dev/null", -- built from a checkout: luarocks --lua-version=5.4 make rockspec/ublk-scm-1.rockspec
+}
+description = {
+  summary = "Linux userspace block devices (ublk) from Lua 5.4",
+  detailed = [[
+A C module wraps the ublk control and queue rings with liburing; Lua scripts declare devices
+(size, queues, depth, limits, target). Kernel errors come back as sentences; `ublk doctor` tells
+what the running kernel supports and `ublk decode` reads SQEs and control buffers as the kernel does.
+]],
+  license = "MIT",
+  labels = { "linux", "block", "io_uring", "ublk" },
+}
+dependencies = { "lua >= 5.4" }
+external_dependencies = {
+  LIBURING = { header = "liburing.h", library = "uring" },
+}
+build = {
+  type = "builtin",
+  modules = {
+    ["ublk.core"] = {
+      sources = { "csrc/ctrl.c", "csrc/layout.c", "csrc/lua_control.c", "csrc/lua_core.c", "csrc/lua_layout.c" },
+      libraries = { "uring" },
+      incdirs = { "$(LIBURING_INCDIR)" },
+      libdirs = { "$(LIBURING_LIBDIR)" },
+    },
+    ublk = "lua/ublk.lua",
+    ["ublk.params"] = "lua/ublk/params.lua",
+    ["ublk.errors"] = "lua/ublk/errors.lua",
+    ["ublk.decode"] = "lua/ublk/decode.lua",
+    ["ublk.doctor"] = "lua/ublk/doctor.lua",
+    ["ublk.cli"] = "lua/ublk/cli.lua",
+  },
+  install = { bin = { ublk = "bin/ublk" } },
+}
+test = { type = "command", command = "make test" }

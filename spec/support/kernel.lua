@@ -1,0 +1,40 @@
+-- Kernel specs need the real ublk driver. Without it they fail, loudly, every one of them: they are
+-- never skipped. `make test` boots a VM with the driver when this machine has none.
+local M = {}
+
+function M.require_driver()
+  local f, err = io.open("/dev/ublk-control", "r")
+  if not f then
+    error("this spec needs the ublk driver and /dev/ublk-control is not usable here (" .. tostring(err)
+      .. "): run it through `make test`, which boots a kernel that has ublk", 0)
+  end
+  f:close()
+end
+
+--- The kernel series under test ("6.12", "7.3"), or nil when native.
+M.series = os.getenv("UBLK_VM")
+
+function M.fd_count()
+  local n = 0
+  local p = io.popen("ls /proc/" .. M.pid() .. "/fd")
+  for _ in p:lines() do n = n + 1 end
+  p:close()
+  return n - 1 -- the pipe to ls itself
+end
+
+function M.pid()
+  local f = io.open("/proc/self/stat")
+  local pid = f:read("a"):match("^(%d+)")
+  f:close()
+  return pid
+end
+
+function M.ublk_devices()
+  local ids = {}
+  local p = io.popen("ls /sys/class/ublk-char 2>/dev/null")
+  for name in p:lines() do ids[#ids + 1] = name end
+  p:close()
+  return ids
+end
+
+return M
