@@ -178,7 +178,7 @@ local function decode_info(bytes)
   local v = core.unpack("dev_info", bytes)
   return {
     id = v.dev_id,
-    state = ({ [0] = "dead", "live", "quiesced", "fail_io" })[v.state] or ("state " .. v.state),
+    state = decode.state_names[v.state] or ("state " .. v.state),
     queues = v.nr_hw_queues,
     depth = v.queue_depth,
     max_io = v.max_io_buf_bytes,

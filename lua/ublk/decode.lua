@@ -22,6 +22,9 @@ local io_uring_ops = {
 assert(io_uring_ops[46] == "URING_CMD" and io_uring_ops[50] == "WAITID")
 M.io_uring_ops = io_uring_ops
 
+--- Device states by number (UBLK_S_DEV_*).
+M.state_names = { [0] = "dead", "live", "quiesced", "fail_io" }
+
 --- Hex text ("de ad be ef", "0xdeadbeef", with newlines) to bytes.
 -- @return bytes, or nil and a message
 function M.from_hex(text)
@@ -126,7 +129,7 @@ function M.dev_info(bytes)
   local C = core.const
   add(t, "nr_hw_queues", v.nr_hw_queues, ("1..%d; the kernel caps it at the CPU count"):format(C.MAX_NR_QUEUES))
   add(t, "queue_depth", v.queue_depth, ("1..%d"):format(C.MAX_QUEUE_DEPTH))
-  add(t, "state", v.state, ({ [0] = "dead", "live", "quiesced", "fail_io" })[v.state] or "unknown")
+  add(t, "state", v.state, M.state_names[v.state] or "unknown")
   add(t, "pad0", v.pad0, v.pad0 ~= 0 and "io_desc_size on Linux 7.3+ (set by the kernel)" or nil)
   add(t, "max_io_buf_bytes", v.max_io_buf_bytes, params.human(v.max_io_buf_bytes))
   add(t, "dev_id", v.dev_id, v.dev_id == 0xffffffff and "-1: let the kernel choose" or nil)
