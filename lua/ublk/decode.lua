@@ -40,15 +40,16 @@ local function hex(n, width)
   return ("0x%x"):format(n)
 end
 
+-- control and I/O commands by number (the ioctl "nr")
+local command_by_nr = {}
+for _, c in pairs(core.commands) do command_by_nr[c.nr] = c end
+for _, c in pairs(core.io_commands) do command_by_nr[c.nr] = c end
+
 --- The command named by a control cmd_op: name, "legacy"|"ioctl", and notes.
 function M.cmd_op(op)
   local notes = {}
   local nr, typ = op & 0xff, (op >> 8) & 0xff
-  local size, dir = (op >> 16) & 0x3fff, op >> 30
-  local by_nr = {}
-  for _, c in pairs(core.commands) do by_nr[c.nr] = c end
-  for _, c in pairs(core.io_commands) do by_nr[c.nr] = c end
-  local c = by_nr[nr]
+  local c = command_by_nr[nr]
   if op <= 0xff then
     if not c then return nil, "unknown", { ("%s is not a ublk command number"):format(hex(op)) } end
     if core.commands[c.name] and not c.has_legacy then
@@ -67,7 +68,6 @@ function M.cmd_op(op)
     notes[#notes + 1] = ("direction/size bits differ from UBLK_U_%s (%s): the kernel dispatches on nr only%s"):format(
       c.name, hex(c.ioctl), c.name == "GET_FEATURES" and ", except GET_FEATURES, which must match exactly" or "")
   end
-  local _ = size, dir
   return c.name, "ioctl", notes
 end
 

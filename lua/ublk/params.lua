@@ -10,6 +10,10 @@ local M = {}
 
 local KiB, MiB = 1024, 1024 * 1024
 
+-- feature bit by name (UBLK_F_<NAME> lower-cased), from the C table
+local flag_bit = {}
+for bit = 0, #core.flag_names do flag_bit[core.flag_names[bit]] = bit end
+
 --- Parse "512", "4k", "64M", "1G" (powers of 1024) into an integer number of bytes.
 -- @return bytes, or nil and a message
 function M.parse_size(text)
@@ -194,10 +198,8 @@ function M.check(opts, features)
   o.flags = {}
   if opts.flags ~= nil then
     if type(opts.flags) ~= "table" then fail("flags", opts.flags, "must be a list of feature names") end
-    local by_name = {}
-    for bit = 0, #core.flag_names do by_name[core.flag_names[bit]] = bit end
     for _, name in ipairs(opts.flags) do
-      local bit = by_name[name]
+      local bit = flag_bit[name]
       if not bit then fail("flags", name, "is not a ublk feature (see `ublk features`)") end
       if features and features & (1 << bit) == 0 then
         fail("flags", name, "is not supported by the running kernel (see `ublk features`)")
@@ -210,9 +212,8 @@ end
 
 --- The flags mask of a list of names.
 function M.flags_mask(names)
-  local by_name, mask = {}, 0
-  for bit = 0, #core.flag_names do by_name[core.flag_names[bit]] = bit end
-  for _, n in ipairs(names or {}) do mask = mask | (1 << by_name[n]) end
+  local mask = 0
+  for _, n in ipairs(names or {}) do mask = mask | (1 << flag_bit[n]) end
   return mask
 end
 
@@ -235,12 +236,11 @@ end
 
 --- `struct ublk_params` for SET_PARAMS.
 function M.encode(o)
-  local C_ = C
-  local attrs = (o.read_only and C_.ATTR_READ_ONLY or 0) | (o.rotational and C_.ATTR_ROTATIONAL or 0)
-    | (o.volatile_cache and C_.ATTR_VOLATILE_CACHE or 0) | (o.fua and C_.ATTR_FUA or 0)
+  local attrs = (o.read_only and C.ATTR_READ_ONLY or 0) | (o.rotational and C.ATTR_ROTATIONAL or 0)
+    | (o.volatile_cache and C.ATTR_VOLATILE_CACHE or 0) | (o.fua and C.ATTR_FUA or 0)
   local t = {
     len = core.layout("params").size,
-    types = C_.PARAM_TYPE_BASIC,
+    types = C.PARAM_TYPE_BASIC,
     ["basic.attrs"] = attrs,
     ["basic.logical_bs_shift"] = log2(o.block_size),
     ["basic.physical_bs_shift"] = log2(o.physical_block_size),
@@ -252,7 +252,7 @@ function M.encode(o)
     ["basic.virt_boundary_mask"] = o.virt_boundary ~= 0 and o.virt_boundary - 1 or 0,
   }
   if o.discard then
-    t.types = t.types | C_.PARAM_TYPE_DISCARD
+    t.types = t.types | C.PARAM_TYPE_DISCARD
     t["discard.discard_granularity"] = o.discard_granularity
     t["discard.discard_alignment"] = o.discard_alignment
     t["discard.max_discard_sectors"] = o.max_discard >> 9
@@ -260,11 +260,11 @@ function M.encode(o)
     t["discard.max_discard_segments"] = o.max_discard_segments
   end
   if o.dma_alignment then
-    t.types = t.types | C_.PARAM_TYPE_DMA_ALIGN
+    t.types = t.types | C.PARAM_TYPE_DMA_ALIGN
     t["dma.alignment"] = o.dma_alignment - 1
   end
   if o.seg_boundary then
-    t.types = t.types | C_.PARAM_TYPE_SEGMENT
+    t.types = t.types | C.PARAM_TYPE_SEGMENT
     t["seg.seg_boundary_mask"] = o.seg_boundary - 1
     t["seg.max_segment_size"] = o.max_segment_size
     t["seg.max_segments"] = o.max_segments
