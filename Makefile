@@ -8,11 +8,11 @@ CC         ?= cc
 OPT        ?= -O2 -g
 WARN       := -Wall -Wextra -Werror -Wshadow -Wmissing-prototypes -Wstrict-prototypes -Wcast-qual \
               -Wpointer-arith -Wformat=2 -Wundef
-CFLAGS_ALL := -std=gnu11 -fPIC -fvisibility=hidden $(WARN) -I$(LUA_INC) $(OPT)
+CFLAGS_ALL := -std=gnu11 -D_GNU_SOURCE -fPIC -fvisibility=hidden $(WARN) -I$(LUA_INC) $(OPT)
 SANITIZE   := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
-LIBS       := -luring
+LIBS       := -luring -lpthread
 
-SRCS := $(wildcard csrc/*.c)
+SRCS := $(wildcard csrc/*.c csrc/targets/*.c)
 HDRS := $(wildcard csrc/*.h)
 OBJS := $(SRCS:csrc/%.c=build/obj/%.o)
 ASAN_OBJS := $(SRCS:csrc/%.c=build/asan-obj/%.o)

@@ -19,11 +19,6 @@ struct control_handle {
 	struct ublk_ctrl *ctrl; /* NULL once closed */
 };
 
-struct device_handle {
-	struct ublk_ctrl *ctrl; /* counted reference */
-	__s64 dev_id;           /* -1: owns no kernel device */
-};
-
 static struct control_handle *check_control(lua_State *L, int arg)
 {
 	struct control_handle *h = luaL_checkudata(L, arg, UBLK_CONTROL_MT);
@@ -171,6 +166,7 @@ static int l_device(lua_State *L)
 
 	d->ctrl = NULL;
 	d->dev_id = -1;
+	d->srv = NULL;
 	luaL_setmetatable(L, UBLK_DEVICE_MT);
 	lua_newtable(L);
 	lua_setiuservalue(L, -2, 1);
@@ -225,6 +221,8 @@ static int l_device_gc(lua_State *L)
 {
 	struct device_handle *d = luaL_checkudata(L, 1, UBLK_DEVICE_MT);
 
+	/* DEL_DEV waits for /dev/ublkcN to be closed: the queues go first */
+	ublk_device_stop_server(d);
 	if (d->ctrl && d->dev_id >= 0) {
 		struct ublksrv_ctrl_cmd header;
 

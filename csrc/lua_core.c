@@ -208,6 +208,8 @@ int luaopen_ublk_core(lua_State *L)
 	lua_newtable(L);
 	ublk_lua_open_layout(L);
 	ublk_lua_open_control(L);
+	ublk_lua_open_server(L);
+	ublk_lua_open_process(L);
 	ublk_lua_open_consts(L);
 	return 1;
 }

@@ -7,9 +7,24 @@
 #define UBLK_CONTROL_MT "ublk.control"
 #define UBLK_DEVICE_MT "ublk.device"
 
+struct ublk_ctrl;
+struct ublk_server;
+
+/* ublk.device: owns one kernel device and, once served, its data plane. */
+struct device_handle {
+	struct ublk_ctrl *ctrl;   /* counted reference */
+	long long dev_id;         /* -1: owns no kernel device */
+	struct ublk_server *srv;  /* the queues and target, or NULL */
+};
+
 void ublk_lua_open_layout(lua_State *L);  /* layout, pack, unpack */
 void ublk_lua_open_control(lua_State *L); /* open_control, device, the two metatables */
 void ublk_lua_open_consts(lua_State *L);  /* errno, flags, commands, limits, probes */
+void ublk_lua_open_server(lua_State *L);  /* the device's data-plane methods; probe_backing */
+void ublk_lua_open_process(lua_State *L); /* daemon, notify, signal catcher, kill */
+
+/* Stop the device's queues (STOP_DEV first when they run) and free its data plane. */
+void ublk_device_stop_server(struct device_handle *d);
 
 /* The `nil, "what: strerror", errno` triple of io.open and luaposix. */
 int ublk_lua_fail(lua_State *L, const char *what, int err);

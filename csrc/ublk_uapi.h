@@ -52,6 +52,7 @@
 
 #define UBLK_IO_RES_OK 0
 #define UBLK_IO_RES_NEED_GET_DATA 1
+#define UBLK_IO_RES_ABORT (-19) /* -ENODEV: the device is going away, the tag is done */
 
 #define UBLKSRV_CMD_BUF_OFFSET 0
 #define UBLKSRV_IO_BUF_OFFSET 0x80000000
@@ -137,6 +138,12 @@ struct ublksrv_io_desc {
 	__u64 start_sector;
 	__u64 addr;
 };
+
+/* the op is in bits 0-7; the flags (UBLK_IO_F_*) are tested against op_flags as a whole */
+static inline __u8 ublksrv_get_op(const struct ublksrv_io_desc *iod)
+{
+	return (__u8)(iod->op_flags & 0xff);
+}
 
 struct ublksrv_io_cmd {
 	__u16 q_id;

@@ -12,6 +12,7 @@ local core = require("ublk.core")
 local params = require("ublk.params")
 local errors = require("ublk.errors")
 local decode = require("ublk.decode")
+local targets = require("ublk.targets")
 
 local M = {
   version = "0.1.0",
@@ -201,12 +202,24 @@ local function info_of(id)
   return decode_info(out)
 end
 
---- Create a device (ADD_DEV, then SET_PARAMS). See the README for every option.
+--- Check options as `ublk.new` does, without creating anything (for tools that fork first).
+-- Raises on bad input; returns nil, msg, errno when the OS refuses (e.g. a missing backing file).
+function M.check(opts)
+  local dev, tgt, errno = targets.prepare(opts)
+  if not dev then return nil, tgt, errno end
+  local o = params.check(dev, state.features)
+  return o, tgt
+end
+
+--- Create a device (ADD_DEV, then SET_PARAMS). See the README for every option. With a `target`
+-- ('null', 'ram', 'file') the device can then be served: `dev:start()`, `dev:run()`.
 -- @tparam table opts
 -- @return device | nil, message, errno
 function M.new(opts)
   local c, msg, errno = control()
-  local o = params.check(opts, state.features) -- misuse raises, whatever the kernel
+  local devopts, tgt, terrno = targets.prepare(opts) -- misuse raises, whatever the kernel
+  if not devopts then return nil, tgt, terrno end
+  local o = params.check(devopts, state.features)
   if not c then return nil, msg, errno end
   local dev = core.device(c)
   local info = params.dev_info(o)
@@ -221,6 +234,9 @@ function M.new(opts)
   data.char_path = "/dev/ublkc" .. got.dev_id
   data.path = "/dev/ublkb" .. got.dev_id
   data.options = o
+  data.target = tgt
+  -- the kernel may have lowered these (queues to the CPU count, max_io to a page multiple)
+  o.queues, o.max_io = got.nr_hw_queues, got.max_io_buf_bytes
   res, out, errno = command("SET_PARAMS", { dev_id = got.dev_id, buf = params.encode(o),
     context = { opts = o } })
   if not res then
@@ -287,12 +303,151 @@ function Device:queue_affinity(q)
   return cpus
 end
 
---- DEL_DEV. Also what `__close` and `__gc` do; a second call does nothing.
+-- Where a running server records what `ublk list` shows beside the kernel's view (target, path).
+local RUN_DIR = os.getenv("UBLK_RUN_DIR") or "/run/ublk"
+
+local function record_path(id) return ("%s/%d"):format(RUN_DIR, id) end
+
+local function write_record(dev)
+  local data = dev:_data()
+  os.execute(("mkdir -p '%s' 2>/dev/null"):format(RUN_DIR))
+  local f = io.open(record_path(data.id), "w")
+  if not f then return end -- not root: `ublk list` shows less
+  local t = data.target
+  f:write(("target=%s\npid=%d\n"):format(t.target, core.getpid()))
+  if t.path then f:write(("path=%s\n"):format(t.path)) end
+  f:close()
+end
+
+local function read_record(id)
+  local f = io.open(record_path(id))
+  if not f then return nil end
+  local r = {}
+  for line in f:lines() do
+    local k, v = line:match("^(%w+)=(.*)$")
+    if k then r[k] = v end
+  end
+  f:close()
+  return r
+end
+
+-- /dev/ublkbN appears through udev after START_DEV: usable means it opens.
+local function wait_block_device(path, seconds)
+  local deadline = core.monotonic() + seconds
+  repeat
+    local f = io.open(path, "rb")
+    if f then f:close() return true end
+    core.sleep(0.01)
+  until core.monotonic() > deadline
+  return false
+end
+
+local function served(dev)
+  local id = dev:_owned()
+  if not id then error("attempt to use a deleted ublk device", 3) end
+  return id, dev:_data()
+end
+
+--- Start serving: the queue threads fetch first, then START_DEV (which waits for every tag to be
+-- fetched and, on 6.12, reads the partition table through the queues). Returns once dev.path is
+-- usable. Does nothing when already started.
+-- @return true | nil, msg, errno
+function Device:start()
+  local id, data = served(self)
+  if data.started then return true end
+  local tgt = data.target
+  if not tgt then
+    error("dev:start: this device has no target: create it with target = 'null', 'ram' or 'file'", 2)
+  end
+  local o = data.options
+  local cfg = { target = tgt.target, path = tgt.path, offset = tgt.offset, direct = tgt.direct,
+    size = o.size, block_size = o.block_size, read_only = o.read_only,
+    queues = o.queues, depth = o.depth, max_io = o.max_io }
+  local ok, msg, errno = self:_serve(cfg)
+  if not ok then
+    return nil, ("device %d (%s target): %s"):format(id, tgt.target, explain_open(data.char_path, msg, errno)), errno
+  end
+  local affinity = {}
+  for q = 0, o.queues - 1 do affinity[q + 1] = self:queue_affinity(q) end
+  ok, msg, errno = self:_start_queues(affinity)
+  if not ok then
+    self:_stop_queues()
+    return nil, ("device %d: starting the queues: %s"):format(id, msg), errno
+  end
+  local res
+  res, msg, errno = command("START_DEV", { dev_id = id, data = core.getpid() })
+  if not res then
+    self:_stop_queues()
+    return nil, msg, errno
+  end
+  data.started = true
+  if not wait_block_device(data.path, 10) then
+    self:stop()
+    return nil, ("device %d: START_DEV succeeded but %s did not appear within 10 s (is devtmpfs or udev running?)"):format(id, data.path), core.errno.ENODEV
+  end
+  write_record(self)
+  return true
+end
+
+--- Stop serving: STOP_DEV (requests in flight are still served; new ones fail), then the queue
+-- threads end and are joined. The device stays until `delete`/`close`. Does nothing when not started.
+-- @return true | nil, msg, errno
+function Device:stop()
+  local id, data = served(self)
+  local ok, msg, errno = true, nil, nil
+  if self:_serving() > 0 or data.started then
+    local res, m, e = command("STOP_DEV", { dev_id = id })
+    if not res and e ~= core.errno.ENODEV then ok, msg, errno = nil, m, e end
+  end
+  self:_stop_queues()
+  if data.started then os.remove(record_path(id)) end
+  data.started = false
+  return ok, msg, errno
+end
+
+--- Serve until `dev:stop()`, `ublk del`, SIGINT or SIGTERM; then stop and delete the device.
+-- Starts the device first when `dev:start()` was not called.
+-- @return true, reason ("signal SIGINT", "signal SIGTERM", "stopped") | nil, msg, errno
+function Device:run()
+  local id, data = served(self)
+  if not data.started then
+    local ok, msg, errno = self:start()
+    if not ok then self:delete() return nil, msg, errno end
+  end
+  local catcher <close> = assert(core.catch_signals { core.SIGINT, core.SIGTERM })
+  local reason
+  repeat
+    local what, signo = self:_wait(-1, catcher:fd())
+    if what == "signal" then
+      reason = "signal " .. (signo == core.SIGINT and "SIGINT" or signo == core.SIGTERM and "SIGTERM" or tostring(signo))
+    elseif what == "ended" then
+      reason = "stopped"
+    end
+  until reason or not self:_owned()
+  local ok, msg, errno = self:delete()
+  if not ok then return nil, msg, errno end
+  return true, reason or "stopped", id
+end
+
+--- Counters of the data plane: { queues = { {requests, wakeups, submits, errors, cmd_error}, ... },
+-- memory } (memory: bytes the ram target holds), or nil when not served.
+function Device:stats()
+  served(self)
+  return self:_stats()
+end
+
+--- Stop serving (if served), then DEL_DEV. Also what `__close` and `__gc` do; a second call does
+-- nothing. A served device is deleted with DEL_DEV_ASYNC where the kernel has it: a synchronous
+-- DEL_DEV would wait until every opener of dev.path (fio, a mount) lets go.
 -- @return true | nil, msg, errno
 function Device:delete()
   local id = self:_owned()
   if not id then return true end
-  local res, msg, errno = command("DEL_DEV", { dev_id = id })
+  local data = self:_data()
+  local was_served = data.started or self:_serving() > 0
+  if was_served then self:stop() end
+  local name = was_served and not state.legacy and "DEL_DEV_ASYNC" or "DEL_DEV"
+  local res, msg, errno = command(name, { dev_id = id })
   if not res and errno ~= core.errno.ENODEV then return nil, msg, errno end
   self:_forget()
   return true
@@ -315,16 +470,48 @@ function M.list()
   local out = {}
   for _, id in ipairs(ids) do
     local info = info_of(id)
-    if info then out[#out + 1] = info end -- a device deleted meanwhile is simply gone
+    if info then -- a device deleted meanwhile is simply gone
+      local r = read_record(id)
+      if r and tonumber(r.pid) == info.pid then info.target, info.backing = r.target, r.path end
+      out[#out + 1] = info
+    end
   end
   return out
 end
 
---- Delete a device by id (DEL_DEV), whoever created it.
-function M.delete(id)
+--- Delete a device by id, whoever created it: its server (if alive) is asked to stop with SIGTERM,
+-- killed after `wait` seconds (default 10); then DEL_DEV_ASYNC (DEL_DEV with legacy opcodes).
+function M.delete(id, wait)
   if math.type(id) ~= "integer" or id < 0 then error("ublk.delete: id must be a device number", 2) end
-  local res, msg, errno = command("DEL_DEV", { dev_id = id })
-  if not res then return nil, msg, errno end
+  local c, msg, errno = control()
+  if not c then return nil, msg, errno end
+  local function gone(seconds)
+    local deadline = core.monotonic() + seconds
+    repeat
+      local f = io.open("/sys/class/ublk-char/ublkc" .. id)
+      if not f then return true end
+      f:close()
+      core.sleep(0.02)
+    until core.monotonic() > deadline
+    return false
+  end
+  -- A live server is asked to stop (SIGTERM: it stops, then deletes the device itself); one that
+  -- does not within `wait` seconds is killed, and the device deleted here.
+  local info = info_of(id)
+  if info and info.pid > 0 and info.pid ~= core.getpid() and core.kill(info.pid, 0) then
+    core.kill(info.pid, core.SIGTERM)
+    if gone(wait or 10) then return true end
+    core.kill(info.pid, core.SIGKILL)
+    gone(2)
+  end
+  local name = state.legacy and "DEL_DEV" or "DEL_DEV_ASYNC"
+  local res
+  res, msg, errno = command(name, { dev_id = id })
+  if not res then
+    if errno == core.errno.ENODEV and info then return true end -- its server deleted it meanwhile
+    return nil, msg, errno
+  end
+  os.remove(record_path(id))
   return true
 end
 
@@ -351,5 +538,6 @@ end
 
 --- Internal state, for the doctor and the specs.
 function M._state() return state end
+M._read_record = read_record
 
 return M

@@ -10,8 +10,9 @@ Linux userspace block devices (ublk), from Lua.
 commands:
   doctor               what the running kernel supports for ublk, and the fix where it does not
   features             the kernel's ublk features (GET_FEATURES)
+  add -t TARGET ...     create a device served in the background (`ublk add --help`)
   list [--json]        every ublk device on the system
-  del ID... | --all    delete devices
+  del ID... | --all    stop their servers and delete devices
   decode KIND HEX...   read bytes as the kernel reads them (KIND: sqe, ctrl-cmd, dev-info, params)
   version              print the version
 
@@ -34,16 +35,40 @@ usage: ublk features [--json]
 
 The features the kernel's ublk driver reports (GET_FEATURES), by name, with the mask.
 ]],
+  add = [[
+usage: ublk add -t null|ram|file [-f PATH] [--size SIZE] [-q QUEUES] [-d DEPTH] [--block-size N]
+                [--id N] [--max-io SIZE] [--read-only] [--buffered] [--foreground] [--log FILE]
+
+Creates a ublk device served by this program's C targets and returns once /dev/ublkbN is usable,
+printing its id and path; the server goes on in the background. ublk del ID stops it.
+  -t, --target     null (completes at once, reads zeros), ram (sparse memory), file (a file or
+                   block device, read and written asynchronously with io_uring)
+  -f, --file       file target: the backing file or block device (created sparse when missing
+                   and --size is given)
+  --size           bytes, or with K, M, G, T (powers of 1024); file: defaults to the file's size
+  -q, --queues     hardware queues, one server thread each (default 1)
+  -d, --depth      requests in flight per queue (default 128)
+  --block-size     logical block size, 512 to 4096 (file with O_DIRECT: at least the backing one)
+  --id             ask for this device number
+  --max-io         largest request (default 512K)
+  --read-only      a read-only device
+  --buffered       file: no O_DIRECT (the page cache of the backing file is used)
+  --foreground     serve in this process until Ctrl-C or ublk del, then delete the device
+  --log FILE       where the background server writes its messages (default: nowhere)
+Sizes: 4096, 512K, 64M, 1G.
+]],
   list = [[
 usage: ublk list [--json]
 
-Every ublk device on the system: id, state, queues, depth, max I/O, owner, server pid, flags.
+Every ublk device on the system: id, state, queues, depth, max I/O, owner, server pid, target
+(for devices served by `ublk add` or a lua-ublk script), flags.
 ]],
   del = [[
 usage: ublk del ID...
        ublk del --all
 
-Deletes the devices (DEL_DEV). The kernel waits until their server has closed /dev/ublkcN.
+Stops each device's server (SIGTERM; it stops and deletes the device itself; a server that has
+not done so within 10 s is killed) and deletes the device.
 ]],
   decode = [[
 usage: ublk decode KIND HEX...
@@ -130,11 +155,12 @@ function commands.list(ublk, args)
   if not devs then err("%s", msg) return 1 end
   if args.json then out("%s", json(devs)) return 0 end
   if #devs == 0 then out("no ublk devices") return 0 end
-  out("%-4s %-9s %6s %6s %9s %11s %7s  %s", "ID", "STATE", "QUEUES", "DEPTH", "MAX_IO", "OWNER", "PID", "FLAGS")
+  out("%-4s %-9s %6s %6s %9s %11s %7s %-6s  %s", "ID", "STATE", "QUEUES", "DEPTH", "MAX_IO", "OWNER", "PID", "TARGET", "FLAGS")
   for _, d in ipairs(devs) do
-    out("%-4d %-9s %6d %6d %9s %11s %7s  %s", d.id, d.state, d.queues, d.depth,
+    out("%-4d %-9s %6d %6d %9s %11s %7s %-6s  %s%s", d.id, d.state, d.queues, d.depth,
       require("ublk.params").human(d.max_io), d.owner_uid .. ":" .. d.owner_gid,
-      d.pid > 0 and tostring(d.pid) or "-", table.concat(d.flags, ","))
+      d.pid > 0 and tostring(d.pid) or "-", d.target or "-", table.concat(d.flags, ","),
+      d.backing and ("  (" .. d.backing .. ")") or "")
   end
   return 0
 end
@@ -161,6 +187,113 @@ function commands.del(ublk, args)
   return status
 end
 
+-- `ublk add` options: name -> { key, kind } (kind: "value" takes the next argument, "flag" does not)
+local ADD_OPTIONS = {
+  ["-t"] = { "target", "value" }, ["--target"] = { "target", "value" },
+  ["-f"] = { "path", "value" }, ["--file"] = { "path", "value" },
+  ["--size"] = { "size", "value" },
+  ["-q"] = { "queues", "value" }, ["--queues"] = { "queues", "value" },
+  ["-d"] = { "depth", "value" }, ["--depth"] = { "depth", "value" },
+  ["--block-size"] = { "block_size", "value" },
+  ["--id"] = { "id", "value" },
+  ["--max-io"] = { "max_io", "value" },
+  ["--read-only"] = { "read_only", "flag" },
+  ["--buffered"] = { "buffered", "flag" },
+  ["--foreground"] = { "foreground", "flag" },
+  ["--log"] = { "log", "value" },
+  ["--trace"] = { "trace", "flag" },
+}
+
+local function parse_add(argv, first)
+  local a = {}
+  local i = first
+  while i <= #argv do
+    local name = argv[i]
+    local value
+    if name:match("^%-%-[%w-]+=") then name, value = name:match("^(%-%-[%w-]+)=(.*)$") end
+    local spec = ADD_OPTIONS[name]
+    if not spec then return nil, ("add: unknown option '%s'"):format(argv[i]) end
+    if spec[2] == "value" then
+      if value == nil then
+        i = i + 1
+        value = argv[i]
+        if value == nil then return nil, ("add: %s needs a value"):format(name) end
+      end
+      a[spec[1]] = value
+    else
+      a[spec[1]] = true
+    end
+    i = i + 1
+  end
+  if not a.target then return nil, "add: name a target with -t null|ram|file" end
+  local opts = { target = a.target, path = a.path, size = a.size, block_size = a.block_size, max_io = a.max_io }
+  for _, k in ipairs { "queues", "depth", "id" } do
+    if a[k] then
+      opts[k] = math.tointeger(tonumber(a[k]))
+      if not opts[k] then return nil, ("add: --%s '%s' is not a whole number"):format(k, a[k]) end
+    end
+  end
+  if a.read_only then opts.read_only = true end
+  if a.buffered then opts.direct = false end
+  if opts.size == nil and a.target ~= "file" then opts.size = "1G" end
+  return opts, a
+end
+
+function commands.add(ublk, opts, a)
+  local core = ublk.core
+  -- misuse and a backing store that cannot be used are told here, before anything goes to the background
+  local ok, checked, why = pcall(ublk.check, opts)
+  if not ok then err("%s", tostring(checked):gsub("^ublk%.new: ", "add: ")) return 2 end
+  if not checked then err("%s", why) return 1 end
+  local function announce(dev, pid)
+    return ("ublk device %d: %s (target %s, server pid %d)"):format(dev.id, dev.path, opts.target, pid)
+  end
+  if a.foreground then
+    local dev, msg = ublk.new(opts)
+    if not dev then err("%s", msg) return 1 end
+    local started, smsg = dev:start()
+    if not started then dev:delete() err("%s", smsg) return 1 end
+    out("%s", announce(dev, core.getpid()))
+    io.stdout:flush()
+    local done, reason = dev:run()
+    if not done then err("%s", reason) return 1 end
+    out("ublk device %d: stopped (%s) and deleted", dev.id, reason)
+    return 0
+  end
+  local role, report, pid, status = core.daemon(a.log)
+  if role == "parent" then
+    if not report then err("%s", pid) return 1 end -- fork itself failed
+    local line = report:match("^ready (.-)\n")
+    if line then out("%s", line) return 0 end
+    local reason = report:match("^error (.*)") or ""
+    reason = reason:gsub("\n$", "")
+    if reason == "" then
+      reason = ("the server (pid %d) exited before the device was live%s"):format(pid,
+        status and (" (wait status %d)"):format(status) or "")
+    end
+    err("%s", reason)
+    return 1
+  end
+  -- the background server: tell the parent once live, or why not
+  local fd = report
+  local xok, dev, msg = xpcall(function()
+    local dev, msg = ublk.new(opts)
+    if not dev then return nil, msg end
+    local started, smsg = dev:start()
+    if not started then dev:delete() return nil, smsg end
+    return dev
+  end, debug.traceback)
+  if not xok then dev, msg = nil, "internal error: " .. tostring(dev) end
+  if not dev then
+    core.notify(fd, "error " .. tostring(msg) .. "\n")
+    os.exit(1)
+  end
+  core.notify(fd, "ready " .. announce(dev, core.getpid()) .. "\n")
+  local done, reason = dev:run()
+  io.stderr:write(("ublk device %d: %s\n"):format(dev.id, done and ("stopped (" .. reason .. ") and deleted") or reason))
+  os.exit(done and 0 or 1)
+end
+
 function commands.decode(ublk, args)
   local kind = args[1]
   if not kind then return misuse("decode: name a kind (sqe, ctrl-cmd, dev-info, params) and the hex bytes") end
@@ -184,6 +317,19 @@ end
 
 --- Run the CLI with `argv` (the script's `arg`). Returns the exit status.
 function M.main(argv)
+  if argv[1] == "add" or (argv[1] == "--trace" and argv[2] == "add") then
+    local first = argv[1] == "add" and 2 or 3
+    for i = first, #argv do
+      if argv[i] == "-h" or argv[i] == "--help" then io.stdout:write(HELP.add) return 0 end
+    end
+    local opts, a = parse_add(argv, first)
+    if not opts then return misuse("%s", a) end
+    local ublk = require("ublk")
+    if a.trace or first == 3 then ublk.trace(true) end
+    local ok, status = xpcall(commands.add, debug.traceback, ublk, opts, a)
+    if not ok then err("internal error: %s", status) return 1 end
+    return status
+  end
   local args = {}
   local name
   local flags = { json = false, all = false, help = false, trace = false }

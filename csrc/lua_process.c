@@ -1,0 +1,243 @@
+/*
+ * Process plumbing the server and the CLI need and Lua lacks: going to the background with a
+ * report pipe back to the parent (`ublk add`), catching SIGINT/SIGTERM through a signalfd
+ * (`dev:run()`), sending signals (`ublk del`), and a sleep.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <lauxlib.h>
+#include <lua.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "lua_ublk.h"
+
+#define SIGNALS_MT "ublk.signals"
+
+/**
+ * core.daemon([log_path]) -> "parent", report, pid, status | "child", report_fd
+ * Forks. The child starts a new session, takes /dev/null as stdin and log_path (or /dev/null) as
+ * stdout and stderr, and gets the write end of a pipe. The parent reads that pipe to its end (the
+ * child closes it with core.notify once the device is live, or dies): report is what the child wrote,
+ * status its wait status if it has already exited (else nil). Call it before opening any ring.
+ */
+static int l_daemon(lua_State *L)
+{
+	const char *log = luaL_optstring(L, 1, "/dev/null");
+	luaL_Buffer b;
+	int pfd[2], status;
+	pid_t pid;
+
+	if (pipe2(pfd, O_CLOEXEC) < 0)
+		return ublk_lua_fail(L, "pipe", errno);
+	fflush(NULL);
+	pid = fork();
+	if (pid < 0) {
+		int err = errno;
+
+		close(pfd[0]);
+		close(pfd[1]);
+		return ublk_lua_fail(L, "fork", err);
+	}
+	if (pid == 0) {
+		int in = open("/dev/null", O_RDONLY | O_CLOEXEC);
+		int out = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+
+		close(pfd[0]);
+		setsid();
+		if (in >= 0)
+			dup2(in, 0);
+		if (out < 0)
+			out = open("/dev/null", O_WRONLY | O_CLOEXEC);
+		if (out >= 0) {
+			dup2(out, 1);
+			dup2(out, 2);
+		}
+		if (in > 2)
+			close(in);
+		if (out > 2)
+			close(out);
+		lua_pushliteral(L, "child");
+		lua_pushinteger(L, pfd[1]);
+		return 2;
+	}
+	close(pfd[1]);
+	luaL_buffinit(L, &b);
+	for (;;) {
+		char chunk[512];
+		ssize_t n = read(pfd[0], chunk, sizeof(chunk));
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		luaL_addlstring(&b, chunk, (size_t)n);
+	}
+	close(pfd[0]);
+	lua_pushliteral(L, "parent");
+	luaL_pushresult(&b);
+	lua_pushinteger(L, pid);
+	if (waitpid(pid, &status, WNOHANG) == pid)
+		lua_pushinteger(L, status);
+	else
+		lua_pushnil(L);
+	return 4;
+}
+
+/** core.notify(fd, text): write text to the report pipe and close it. */
+static int l_notify(lua_State *L)
+{
+	int fd = (int)luaL_checkinteger(L, 1);
+	size_t len, off = 0;
+	const char *text = luaL_checklstring(L, 2, &len);
+
+	while (off < len) {
+		ssize_t n = write(fd, text + off, len - off);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		off += (size_t)n;
+	}
+	close(fd);
+	return 0;
+}
+
+struct signal_catcher {
+	int fd;       /* -1 once closed */
+	sigset_t old; /* the mask to restore */
+};
+
+/** core.catch_signals{signo, ...} -> catcher: blocks them and reads them from a signalfd until closed. */
+static int l_catch_signals(lua_State *L)
+{
+	struct signal_catcher *c;
+	sigset_t set;
+	lua_Integer i, n;
+
+	luaL_checktype(L, 1, LUA_TTABLE);
+	c = lua_newuserdatauv(L, sizeof(*c), 0);
+	c->fd = -1;
+	luaL_setmetatable(L, SIGNALS_MT);
+	sigemptyset(&set);
+	n = (lua_Integer)luaL_len(L, 1);
+	for (i = 1; i <= n; i++) {
+		lua_geti(L, 1, i);
+		sigaddset(&set, (int)lua_tointeger(L, -1));
+		lua_pop(L, 1);
+	}
+	pthread_sigmask(SIG_BLOCK, &set, &c->old);
+	c->fd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+	if (c->fd < 0) {
+		int err = errno;
+
+		pthread_sigmask(SIG_SETMASK, &c->old, NULL);
+		return ublk_lua_fail(L, "signalfd", err);
+	}
+	return 1;
+}
+
+static int l_catcher_fd(lua_State *L)
+{
+	struct signal_catcher *c = luaL_checkudata(L, 1, SIGNALS_MT);
+
+	lua_pushinteger(L, c->fd);
+	return 1;
+}
+
+static int l_catcher_close(lua_State *L)
+{
+	struct signal_catcher *c = luaL_checkudata(L, 1, SIGNALS_MT);
+
+	if (c->fd >= 0) {
+		close(c->fd);
+		c->fd = -1;
+		pthread_sigmask(SIG_SETMASK, &c->old, NULL);
+	}
+	return 0;
+}
+
+/** core.kill(pid, signo) -> true | nil, msg, errno (signo 0 tests that the process exists). */
+static int l_kill(lua_State *L)
+{
+	pid_t pid = (pid_t)luaL_checkinteger(L, 1);
+	int sig = (int)luaL_checkinteger(L, 2);
+
+	luaL_argcheck(L, pid > 0, 1, "pid must be positive");
+	if (kill(pid, sig) < 0)
+		return ublk_lua_fail(L, "kill", errno);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+static int l_getpid(lua_State *L)
+{
+	lua_pushinteger(L, getpid());
+	return 1;
+}
+
+/** core.sleep(seconds) */
+static int l_sleep(lua_State *L)
+{
+	double s = luaL_checknumber(L, 1);
+	struct timespec ts;
+
+	if (s <= 0)
+		return 0;
+	ts.tv_sec = (time_t)s;
+	ts.tv_nsec = (long)((s - (double)ts.tv_sec) * 1e9);
+	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+		;
+	return 0;
+}
+
+/** core.monotonic() -> seconds, for timeouts */
+static int l_monotonic(lua_State *L)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	lua_pushnumber(L, (double)ts.tv_sec + (double)ts.tv_nsec / 1e9);
+	return 1;
+}
+
+static const luaL_Reg process_funcs[] = {
+	{ "daemon", l_daemon },
+	{ "notify", l_notify },
+	{ "catch_signals", l_catch_signals },
+	{ "kill", l_kill },
+	{ "getpid", l_getpid },
+	{ "sleep", l_sleep },
+	{ "monotonic", l_monotonic },
+	{ NULL, NULL },
+};
+
+static const luaL_Reg catcher_methods[] = {
+	{ "fd", l_catcher_fd },
+	{ "close", l_catcher_close },
+	{ NULL, NULL },
+};
+
+void ublk_lua_open_process(lua_State *L)
+{
+	luaL_newmetatable(L, SIGNALS_MT);
+	lua_pushcfunction(L, l_catcher_close);
+	lua_setfield(L, -2, "__gc");
+	lua_pushcfunction(L, l_catcher_close);
+	lua_setfield(L, -2, "__close");
+	luaL_newlib(L, catcher_methods);
+	lua_setfield(L, -2, "__index");
+	lua_pop(L, 1);
+	luaL_setfuncs(L, process_funcs, 0);
+	lua_pushinteger(L, SIGINT);
+	lua_setfield(L, -2, "SIGINT");
+	lua_pushinteger(L, SIGTERM);
+	lua_setfield(L, -2, "SIGTERM");
+	lua_pushinteger(L, SIGKILL);
+	lua_setfield(L, -2, "SIGKILL");
+}

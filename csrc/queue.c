@@ -1,0 +1,372 @@
+/*
+ * The queue thread: FETCH_REQ for every tag, then for each request the kernel hands over, the
+ * target's answer goes back in a COMMIT_AND_FETCH_REQ, which also asks for the tag's next request.
+ * Everything the thread queues during one wake-up goes to the kernel in one io_uring_submit_and_wait,
+ * so a burst of N requests costs one syscall, not N.
+ */
+#include "queue.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "server.h"
+
+_Static_assert(UBLK_IO_RES_ABORT == -ENODEV, "UBLK_IO_RES_ABORT is -ENODEV");
+
+/* fixed-file slots of every queue ring */
+#define FIXED_CDEV 0
+
+static size_t page_size(void)
+{
+	return (size_t)sysconf(_SC_PAGESIZE);
+}
+
+static size_t round_up(size_t n, size_t to)
+{
+	return (n + to - 1) / to * to;
+}
+
+int ublk_queue_new(struct ublk_queue **out, struct ublk_server *srv, int q_id)
+{
+	struct ublk_queue *q;
+	size_t pg = page_size();
+	off_t off;
+	int ret;
+
+	q = calloc(1, sizeof(*q) + (size_t)srv->depth * sizeof(q->ios[0]));
+	if (!q)
+		return -ENOMEM;
+	q->srv = srv;
+	q->tgt = &srv->tgt;
+	q->q_id = q_id;
+	q->depth = srv->depth;
+	q->buf_size = srv->buf_size;
+	q->door = -1;
+	q->descs = MAP_FAILED;
+	q->bufs = MAP_FAILED;
+	atomic_init(&q->stop, 0);
+	ret = pthread_mutex_init(&q->remote_lock, NULL);
+	if (ret) {
+		free(q);
+		return -ret;
+	}
+
+	/* The kernel lays the queues' descriptor arrays out at a fixed stride (room for the deepest
+	 * queue) and wants each mapped read-only, exactly its own size. */
+	off = UBLKSRV_CMD_BUF_OFFSET +
+	      (off_t)q_id * (off_t)round_up(UBLK_MAX_QUEUE_DEPTH * sizeof(struct ublksrv_io_desc), pg);
+	q->descs_len = round_up((size_t)q->depth * sizeof(struct ublksrv_io_desc), pg);
+	q->descs = mmap(NULL, q->descs_len, PROT_READ, MAP_SHARED | MAP_POPULATE, srv->cdev_fd, off);
+	if (q->descs == MAP_FAILED) {
+		ret = -errno;
+		goto fail;
+	}
+	/* Buffers: page aligned, reserved but not committed until a request touches them. */
+	q->bufs = mmap(NULL, (size_t)q->depth * q->buf_size, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (q->bufs == MAP_FAILED) {
+		ret = -errno;
+		goto fail;
+	}
+	q->door = eventfd(0, EFD_CLOEXEC);
+	if (q->door < 0) {
+		ret = -errno;
+		goto fail;
+	}
+	q->remote = calloc((size_t)q->depth, sizeof(q->remote[0]));
+	if (!q->remote) {
+		ret = -ENOMEM;
+		goto fail;
+	}
+	*out = q;
+	return 0;
+
+fail:
+	ublk_queue_free(q);
+	return ret;
+}
+
+void ublk_queue_free(struct ublk_queue *q)
+{
+	if (!q)
+		return;
+	if (q->descs != MAP_FAILED)
+		munmap(q->descs, q->descs_len);
+	if (q->bufs != MAP_FAILED)
+		munmap(q->bufs, (size_t)q->depth * q->buf_size);
+	if (q->door >= 0)
+		close(q->door);
+	free(q->remote);
+	pthread_mutex_destroy(&q->remote_lock);
+	free(q);
+}
+
+struct io_uring_sqe *ublk_queue_get_sqe(struct ublk_queue *q)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&q->ring);
+
+	if (!sqe) {
+		/* Cannot happen with the ring sized for depth * (1 + sqes_per_io) + 1, but a full SQ
+		 * must not lose a request: push what is queued and take the freed slot. */
+		io_uring_submit(&q->ring);
+		sqe = io_uring_get_sqe(&q->ring);
+	}
+	return sqe;
+}
+
+/* FETCH_REQ or COMMIT_AND_FETCH_REQ for one tag. liburing 2.3 has no uring_cmd helper: the 16-byte
+ * struct ublksrv_io_cmd goes in the SQE's command area, the opcode in cmd_op. */
+static void queue_cmd(struct ublk_queue *q, int tag, unsigned nr, int result)
+{
+	struct io_uring_sqe *sqe = ublk_queue_get_sqe(q);
+	struct ublksrv_io_cmd *cmd;
+
+	io_uring_prep_rw(IORING_OP_URING_CMD, sqe, FIXED_CDEV, NULL, 0, 0);
+	sqe->flags = IOSQE_FIXED_FILE;
+	sqe->cmd_op = q->srv->legacy ? nr : UBLK_U_IO(nr);
+	cmd = (struct ublksrv_io_cmd *)sqe->cmd;
+	cmd->q_id = (__u16)q->q_id;
+	cmd->tag = (__u16)tag;
+	cmd->result = result;
+	cmd->addr = (__u64)(uintptr_t)ublk_queue_buf(q, tag);
+	io_uring_sqe_set_data64(sqe, (__u64)tag | ((__u64)UD_CMD << 16));
+	q->ios[tag].flags |= IO_CMD_INFLIGHT;
+	q->cmd_inflight++;
+}
+
+static void arm_door(struct ublk_queue *q)
+{
+	struct io_uring_sqe *sqe = ublk_queue_get_sqe(q);
+
+	io_uring_prep_read(sqe, q->door, &q->door_value, sizeof(q->door_value), 0);
+	io_uring_sqe_set_data64(sqe, (__u64)UD_EVENT << 16);
+}
+
+void ublk_queue_complete(struct ublk_queue *q, int tag, int result)
+{
+	q->stats.requests++;
+	if (result < 0)
+		q->stats.errors++;
+	q->ios[tag].flags &= ~IO_REMOTE;
+	queue_cmd(q, tag, UBLK_IO_COMMIT_AND_FETCH_REQ, result);
+}
+
+int ublk_queue_complete_remote(struct ublk_queue *q, int tag, int result)
+{
+	__u64 one = 1;
+	int first;
+
+	pthread_mutex_lock(&q->remote_lock);
+	first = q->nr_remote == 0;
+	q->remote[q->nr_remote].tag = tag;
+	q->remote[q->nr_remote].result = result;
+	q->nr_remote++;
+	pthread_mutex_unlock(&q->remote_lock);
+	/* One knock per batch: the queue drains the whole list on each wake-up. */
+	if (first && write(q->door, &one, sizeof(one)) < 0)
+		return -errno;
+	return 0;
+}
+
+void ublk_queue_request_stop(struct ublk_queue *q)
+{
+	__u64 one = 1;
+
+	atomic_store(&q->stop, 1);
+	if (write(q->door, &one, sizeof(one)) < 0) {
+		/* an eventfd write only fails on counter overflow; the flag is already set */
+	}
+}
+
+static void drain_remote(struct ublk_queue *q)
+{
+	struct ublk_remote_done done[64];
+	int n, i;
+
+	do {
+		pthread_mutex_lock(&q->remote_lock);
+		n = q->nr_remote < 64 ? q->nr_remote : 64;
+		memcpy(done, q->remote + q->nr_remote - n, (size_t)n * sizeof(done[0]));
+		q->nr_remote -= n;
+		pthread_mutex_unlock(&q->remote_lock);
+		for (i = 0; i < n; i++)
+			ublk_queue_complete(q, done[i].tag, done[i].result);
+	} while (n == 64);
+}
+
+static void serve(struct ublk_queue *q, int tag)
+{
+	const struct ublk_target *t = &q->srv->tgt;
+	struct ublksrv_io_desc iod = q->descs[tag]; /* one read of the shared descriptor */
+	unsigned op = ublksrv_get_op(&iod);
+	int ret;
+
+	/* READ_ONLY only makes the disk read-only to user space: in-kernel writers still reach us */
+	if (t->read_only && (op == UBLK_IO_OP_WRITE || op == UBLK_IO_OP_DISCARD || op == UBLK_IO_OP_WRITE_ZEROES))
+		ret = -EROFS;
+	else
+		ret = t->ops->queue_io(q, tag, &iod, ublk_queue_buf(q, tag));
+	if (ret != UBLK_IO_QUEUED)
+		ublk_queue_complete(q, tag, ret);
+}
+
+static void handle_cqe(struct ublk_queue *q, const struct io_uring_cqe *cqe)
+{
+	__u64 ud = cqe->user_data;
+	int tag = UD_TAG(ud);
+	struct ublk_io *io;
+
+	switch (UD_KIND(ud)) {
+	case UD_CMD:
+		io = &q->ios[tag];
+		io->flags &= ~IO_CMD_INFLIGHT;
+		q->cmd_inflight--;
+		if (cqe->res == UBLK_IO_RES_OK) {
+			serve(q, tag);
+		} else {
+			/* ABORT: the device is stopping and this tag is finished. Anything else is a
+			 * command the kernel refused: keep the first for the owner, and stop too. */
+			if (cqe->res != UBLK_IO_RES_ABORT && !q->stats.cmd_error)
+				q->stats.cmd_error = cqe->res;
+			io->flags |= IO_ABORTED;
+			q->kernel_stopping = 1;
+		}
+		break;
+	case UD_TGT:
+		q->tgt_inflight--;
+		q->ios[tag].tgt_inflight--;
+		q->srv->tgt.ops->io_done(q, tag, cqe);
+		break;
+	case UD_EVENT:
+		drain_remote(q);
+		if (cqe->res == (int)sizeof(q->door_value) && !atomic_load(&q->stop))
+			arm_door(q);
+		break;
+	default:
+		break;
+	}
+}
+
+/* The ring: SINGLE_ISSUER | DEFER_TASKRUN keeps completions from interrupting the thread (task work
+ * runs when it waits), COOP_TASKRUN where DEFER is missing; the char device is a fixed file. */
+static int ring_setup(struct ublk_queue *q, const char **why)
+{
+	const struct ublk_target *t = &q->srv->tgt;
+	unsigned entries = (unsigned)q->depth * (1U + (unsigned)t->ops->sqes_per_io) + 2;
+	static const unsigned tries[] = {
+		IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_COOP_TASKRUN,
+		IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN,
+		IORING_SETUP_COOP_TASKRUN,
+		0,
+	};
+	int fds[2] = { q->srv->cdev_fd, t->fd };
+	unsigned i;
+	int ret = -EINVAL;
+
+	for (i = 0; i < sizeof(tries) / sizeof(tries[0]); i++) {
+		struct io_uring_params p;
+
+		memset(&p, 0, sizeof(p));
+		p.flags = tries[i];
+		ret = io_uring_queue_init_params(entries, &q->ring, &p);
+		if (ret != -EINVAL)
+			break;
+	}
+	if (ret < 0) {
+		*why = "io_uring_queue_init for a queue";
+		return ret;
+	}
+	q->ring_ready = 1;
+	ret = io_uring_register_files(&q->ring, fds, t->fd >= 0 ? 2 : 1);
+	if (ret < 0) {
+		*why = "io_uring_register_files (the char device and the backing file)";
+		return ret;
+	}
+	io_uring_register_ring_fd(&q->ring); /* saves an fget per enter where the kernel has it */
+	return 0;
+}
+
+/* After the first submit, a FETCH_REQ the kernel refused is already in the CQ ring: report it now,
+ * since START_DEV would wait forever for a tag that was never fetched. */
+static int fetch_failed(struct ublk_queue *q)
+{
+	struct io_uring_cqe *cqe;
+	unsigned head;
+
+	io_uring_for_each_cqe(&q->ring, head, cqe) {
+		if (UD_KIND(cqe->user_data) == UD_CMD && cqe->res < 0)
+			return cqe->res;
+	}
+	return 0;
+}
+
+static void serve_loop(struct ublk_queue *q)
+{
+	for (;;) {
+		struct io_uring_cqe *cqe;
+		unsigned head, n = 0;
+		int ret;
+
+		if (q->tgt_inflight == 0 && (atomic_load(&q->stop) || q->cmd_inflight == 0))
+			break;
+		ret = io_uring_submit_and_wait(&q->ring, 1);
+		if (ret < 0 && ret != -EINTR && ret != -EAGAIN && ret != -EBUSY) {
+			if (!q->stats.cmd_error)
+				q->stats.cmd_error = ret;
+			break;
+		}
+		if (ret > 0)
+			q->stats.submits += (uint64_t)ret;
+		q->stats.wakeups++;
+		io_uring_for_each_cqe(&q->ring, head, cqe) {
+			handle_cqe(q, cqe);
+			n++;
+		}
+		io_uring_cq_advance(&q->ring, n);
+	}
+	/* Commits queued on the way out still complete their requests. */
+	io_uring_submit(&q->ring);
+}
+
+void *ublk_queue_main(void *arg)
+{
+	struct ublk_queue *q = arg;
+	const char *why = NULL;
+	int tag, ret;
+
+	if (q->has_cpus)
+		pthread_setaffinity_np(pthread_self(), sizeof(q->cpus), &q->cpus); /* a hint: ignore refusal */
+	ret = ring_setup(q, &why);
+	if (ret < 0)
+		goto fail;
+	arm_door(q);
+	for (tag = 0; tag < q->depth; tag++)
+		queue_cmd(q, tag, UBLK_IO_FETCH_REQ, -1);
+	ret = io_uring_submit(&q->ring);
+	if (ret >= 0)
+		ret = fetch_failed(q);
+	if (ret < 0) {
+		why = "FETCH_REQ";
+		goto fail;
+	}
+	ublk_server_queue_ready(q->srv, 0, NULL);
+	serve_loop(q);
+	io_uring_queue_exit(&q->ring); /* cancels the FETCHes still with the kernel */
+	q->ring_ready = 0;
+	ublk_server_queue_ended(q->srv);
+	return NULL;
+
+fail:
+	if (q->ring_ready) {
+		io_uring_queue_exit(&q->ring);
+		q->ring_ready = 0;
+	}
+	ublk_server_queue_ready(q->srv, ret, why);
+	ublk_server_queue_ended(q->srv);
+	return NULL;
+}

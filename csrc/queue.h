@@ -1,0 +1,106 @@
+/*
+ * One hardware queue: its thread, its io_uring, its descriptor array (mmapped from /dev/ublkcN), one
+ * buffer per tag, and the door other threads knock on (an eventfd the ring itself reads) to complete
+ * requests or to ask the thread to stop. Only the queue thread touches the ring and ios[].
+ */
+#ifndef LUA_UBLK_QUEUE_H
+#define LUA_UBLK_QUEUE_H
+
+#include <liburing.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "ublk_uapi.h"
+
+struct ublk_server;
+struct ublk_target;
+
+/* user_data of every SQE on a queue ring: tag in bits 0-15, what it is in 16-23, the target's own in 24-31 */
+#define UD_TAG(ud) ((int)((ud) & 0xffff))
+#define UD_KIND(ud) ((unsigned)(((ud) >> 16) & 0xff))
+#define UD_TGT_DATA(ud) ((unsigned)(((ud) >> 24) & 0xff))
+enum { UD_CMD = 1, UD_TGT = 2, UD_EVENT = 3 };
+
+static inline __u64 ublk_tgt_user_data(int tag, unsigned tgt_data)
+{
+	return (__u64)tag | ((__u64)UD_TGT << 16) | ((__u64)(tgt_data & 0xff) << 24);
+}
+
+/* ios[tag].flags */
+#define IO_CMD_INFLIGHT (1U << 0) /* a FETCH or COMMIT_AND_FETCH for this tag is with the kernel */
+#define IO_ABORTED (1U << 1)      /* the kernel answered UBLK_IO_RES_ABORT: the tag is done */
+#define IO_DIRTY (1U << 2)        /* the buffer holds a write's data (the null target must zero it) */
+#define IO_REMOTE (1U << 3)       /* handed to another thread; completes through the door */
+
+struct ublk_io {
+	unsigned flags;
+	int tgt_inflight; /* the target's SQEs still out for this request */
+	int result;       /* the target's running result for multi-SQE requests */
+};
+
+struct ublk_remote_done {
+	int tag;
+	int result;
+};
+
+struct ublk_queue_stats {
+	uint64_t requests; /* requests served */
+	uint64_t wakeups;  /* returns from io_uring_submit_and_wait */
+	uint64_t submits;  /* SQEs submitted */
+	uint64_t errors;   /* requests answered with an error */
+	int cmd_error;     /* first unexpected -errno of a FETCH/COMMIT (0: none) */
+};
+
+struct ublk_queue {
+	struct ublk_server *srv;
+	struct ublk_target *tgt;       /* the server's, shared by every queue */
+	int q_id;
+	int depth;
+	unsigned buf_size;
+	struct ublksrv_io_desc *descs; /* read-only, shared with the kernel */
+	size_t descs_len;
+	unsigned char *bufs;           /* depth * buf_size, page aligned */
+	struct io_uring ring;
+	int ring_ready;
+	int door;                      /* eventfd */
+	__u64 door_value;              /* where the ring reads it into */
+	pthread_t thread;
+	int thread_started;
+	cpu_set_t cpus;
+	int has_cpus;
+	int cmd_inflight;              /* uring_cmds with the kernel */
+	int tgt_inflight;              /* target SQEs with the kernel */
+	int kernel_stopping;           /* an ABORT was seen */
+	atomic_int stop;               /* asked to stop by the owner */
+	pthread_mutex_t remote_lock;
+	struct ublk_remote_done *remote; /* depth slots */
+	int nr_remote;
+	struct ublk_queue_stats stats;
+	struct ublk_io ios[];
+};
+
+/* Allocate the queue and map what the kernel shares; the ring is made by the thread itself. */
+int ublk_queue_new(struct ublk_queue **out, struct ublk_server *srv, int q_id);
+void ublk_queue_free(struct ublk_queue *q);
+
+/* The thread's body (pthread start routine). */
+void *ublk_queue_main(void *arg);
+
+/* Called by a target on the queue thread: the request in tag is done. */
+void ublk_queue_complete(struct ublk_queue *q, int tag, int result);
+/* Called from any other thread: the request in tag, handed off earlier, is done. Never blocks on the queue. */
+int ublk_queue_complete_remote(struct ublk_queue *q, int tag, int result);
+/* Ask the thread to stop once nothing is in flight (any thread). */
+void ublk_queue_request_stop(struct ublk_queue *q);
+
+/* A free SQE for a target; the ring is sized so that this never fails within sqes_per_io per request. */
+struct io_uring_sqe *ublk_queue_get_sqe(struct ublk_queue *q);
+/* The buffer of one tag. */
+static inline void *ublk_queue_buf(struct ublk_queue *q, int tag)
+{
+	return q->bufs + (size_t)tag * q->buf_size;
+}
+
+#endif

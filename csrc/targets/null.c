@@ -1,0 +1,56 @@
+/*
+ * null: every request succeeds at once and reads return zeros; the floor of our own overhead.
+ * A read zeroes its buffer only when the tag's last request was a write (which left data there).
+ */
+#include <errno.h>
+#include <string.h>
+
+#include "../queue.h"
+#include "../target.h"
+
+static int null_init(struct ublk_target *t, const struct ublk_target_config *cfg, const char **why)
+{
+	(void)t;
+	(void)cfg;
+	(void)why;
+	return 0;
+}
+
+static int null_queue_io(struct ublk_queue *q, int tag, const struct ublksrv_io_desc *iod, void *buf)
+{
+	struct ublk_io *io = &q->ios[tag];
+	unsigned bytes = iod->nr_sectors << 9;
+
+	switch (ublksrv_get_op(iod)) {
+	case UBLK_IO_OP_READ:
+		if (io->flags & IO_DIRTY) {
+			memset(buf, 0, q->buf_size);
+			io->flags &= ~IO_DIRTY;
+		}
+		return (int)bytes;
+	case UBLK_IO_OP_WRITE:
+		io->flags |= IO_DIRTY;
+		return (int)bytes;
+	case UBLK_IO_OP_FLUSH:
+	case UBLK_IO_OP_DISCARD:
+	case UBLK_IO_OP_WRITE_ZEROES:
+		return 0;
+	default:
+		return -EOPNOTSUPP;
+	}
+}
+
+static void null_io_done(struct ublk_queue *q, int tag, const struct io_uring_cqe *cqe)
+{
+	(void)q;
+	(void)tag;
+	(void)cqe;
+}
+
+const struct ublk_target_ops ublk_target_null = {
+	.name = "null",
+	.init = null_init,
+	.queue_io = null_queue_io,
+	.io_done = null_io_done,
+	.sqes_per_io = 0,
+};

@@ -1,0 +1,129 @@
+--- The C targets (`null`, `ram`, `file`): their options, checked before anything reaches the kernel,
+-- and the device parameters each implies (what it can serve is what the kernel is told to send).
+-- @module ublk.targets
+local core = require("ublk.core")
+local params = require("ublk.params")
+
+local M = {}
+
+--- Options that belong to the target, not to the device parameters.
+M.keys = {
+  { "target", "'null', 'ram' or 'file': the C target that serves the device" },
+  { "path", "file: the backing regular file or block device (created sparse when missing and size is given)" },
+  { "direct", "file: O_DIRECT (default: true where the backing store takes it)" },
+  { "offset", "file: where the device starts in the backing file, in bytes (default 0)" },
+}
+local own = {}
+for _, k in ipairs(M.keys) do own[k[1]] = true end
+
+M.names = { "null", "ram", "file" }
+local known = { null = true, ram = true, file = true }
+
+local RAM_MAX = 1 << 46 -- 64 TiB: the ram target's page directory stays small
+
+local function fail(key, value, rule)
+  error(("ublk.new: %s = %s: %s"):format(key, tostring(value), rule), 0)
+end
+
+--- Split `opts` into device options (for params.check) and the target's own, with the target's
+-- defaults filled in. Raises on bad input; returns nil, msg, errno when the OS refuses (a backing file
+-- that cannot be opened or created).
+-- @return device_opts, target (or nil when no target was named)
+function M.prepare(opts)
+  if type(opts) ~= "table" then error("ublk.new: expected a table of options, got " .. type(opts), 0) end
+  local dev, tgt = {}, {}
+  for k, v in pairs(opts) do
+    if own[k] then tgt[k] = v else dev[k] = v end
+  end
+  local name = tgt.target
+  if name == nil then
+    for k in pairs(tgt) do fail(k, tgt[k], "needs target = 'file'") end
+    return dev, nil
+  end
+  if not known[name] then fail("target", name, "must be one of " .. table.concat(M.names, ", ")) end
+  if name ~= "file" then
+    for _, k in ipairs { "path", "direct", "offset" } do
+      if tgt[k] ~= nil then fail(k, tgt[k], "only the file target takes it (target = '" .. name .. "')") end
+    end
+  end
+  local t = { target = name }
+  if name == "null" then
+    if dev.discard == nil and dev.max_discard == nil then dev.discard = true end
+  elseif name == "ram" then
+    if dev.discard == nil and dev.max_discard == nil then dev.discard = true end
+    local size = dev.size and params.parse_size(dev.size)
+    if size and size > RAM_MAX then fail("size", dev.size, "the ram target holds at most 64 TiB") end
+  else
+    local ok, err = M.prepare_file(dev, tgt, t)
+    if not ok then return nil, err, t.errno end
+  end
+  return dev, t
+end
+
+--- The file target: probe the backing store, create it when missing and a size is given, and derive
+-- size, block size, direct I/O, read-only, cache and discard from it.
+function M.prepare_file(dev, tgt, t)
+  local path = tgt.path
+  if type(path) ~= "string" or path == "" then fail("path", path, "the file target needs the path of a file or block device") end
+  t.path = path
+  local offset = params.parse_size(tgt.offset or 0)
+  if not offset or offset < 0 or offset % 512 ~= 0 then fail("offset", tgt.offset, "must be a multiple of 512 bytes") end
+  t.offset = offset
+  local probe, msg, errno = core.probe_backing(path)
+  if not probe and errno == core.errno.ENOENT and dev.size ~= nil then
+    local size = params.parse_size(dev.size)
+    if not size then fail("size", dev.size, "expected a whole number of bytes") end
+    local ok, m2, e2 = core.create_file(path, offset + size)
+    if not ok then t.errno = e2; return nil, "file target: creating " .. m2 end
+    probe, msg, errno = core.probe_backing(path)
+  end
+  if not probe then
+    t.errno = errno
+    return nil, ("file target: %s%s"):format(msg, errno == core.errno.ENOENT and " (give size to create it)" or "")
+  end
+  local room = probe.size - offset
+  if dev.size == nil then
+    local bs = params.parse_size(dev.block_size or 512) or 512
+    dev.size = room - room % math.max(bs, 512)
+    if dev.size <= 0 then
+      fail("path", path, ("is empty past offset %d: give size to use it (%d bytes there)"):format(offset, probe.size))
+    end
+  else
+    local size = params.parse_size(dev.size)
+    if size and size > room then
+      fail("size", dev.size, ("must be at most %d bytes, what %s holds past offset %d"):format(room, path, offset))
+    end
+  end
+  if tgt.direct == nil then
+    t.direct = probe.direct
+  elseif type(tgt.direct) ~= "boolean" then
+    fail("direct", tgt.direct, "must be true or false")
+  else
+    t.direct = tgt.direct
+    if t.direct and not probe.direct then fail("direct", true, path .. " does not take O_DIRECT (its file system refuses it)") end
+  end
+  if t.direct then
+    -- O_DIRECT needs requests aligned to the backing store's logical blocks
+    local need = math.max(probe.logical_block_size, 512)
+    if dev.block_size == nil then
+      dev.block_size = need
+    elseif (params.parse_size(dev.block_size) or 0) < need then
+      fail("block_size", dev.block_size, ("must be at least %d, the logical block size of %s (O_DIRECT)"):format(need, path))
+    end
+    if offset % need ~= 0 then fail("offset", offset, ("must be a multiple of %d for O_DIRECT"):format(need)) end
+  end
+  if dev.read_only == nil then
+    dev.read_only = not probe.writable
+  elseif dev.read_only == false and not probe.writable then
+    fail("read_only", false, path .. " is not writable by this process")
+  end
+  if dev.volatile_cache == nil then dev.volatile_cache = true end
+  if dev.fua == nil then dev.fua = dev.volatile_cache end
+  if dev.discard == nil and dev.max_discard == nil and not dev.read_only then
+    dev.discard = probe.kind == "file" or probe.discard
+  end
+  t.kind = probe.kind
+  return true
+end
+
+return M
