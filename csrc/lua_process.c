@@ -78,8 +78,9 @@ static int l_daemon(lua_State *L)
 		luaL_addlstring(&b, chunk, (size_t)n);
 	}
 	close(pfd[0]);
-	lua_pushliteral(L, "parent");
 	luaL_pushresult(&b);
+	lua_pushliteral(L, "parent");
+	lua_insert(L, -2);
 	lua_pushinteger(L, pid);
 	if (waitpid(pid, &status, WNOHANG) == pid)
 		lua_pushinteger(L, status);

@@ -22,8 +22,11 @@ build = {
   type = "builtin",
   modules = {
     ["ublk.core"] = {
-      sources = { "csrc/ctrl.c", "csrc/layout.c", "csrc/lua_control.c", "csrc/lua_core.c", "csrc/lua_layout.c" },
-      libraries = { "uring" },
+      sources = { "csrc/ctrl.c", "csrc/layout.c", "csrc/lua_control.c", "csrc/lua_core.c", "csrc/lua_layout.c",
+        "csrc/lua_process.c", "csrc/lua_server.c", "csrc/queue.c", "csrc/server.c",
+        "csrc/targets/file.c", "csrc/targets/null.c", "csrc/targets/ram.c", "csrc/targets/targets.c" },
+      defines = { "_GNU_SOURCE" },
+      libraries = { "uring", "pthread" },
       incdirs = { "$(LIBURING_INCDIR)" },
       libdirs = { "$(LIBURING_LIBDIR)" },
     },
@@ -33,6 +36,7 @@ build = {
     ["ublk.decode"] = "lua/ublk/decode.lua",
     ["ublk.doctor"] = "lua/ublk/doctor.lua",
     ["ublk.cli"] = "lua/ublk/cli.lua",
+    ["ublk.targets"] = "lua/ublk/targets.lua",
   },
   install = { bin = { ublk = "bin/ublk" } },
 }

@@ -22,12 +22,7 @@ end
 function M.ublk(args)
   local cpath = os.getenv("UBLK_SPEC_CPATH")
   local env = cpath and ("LUA_CPATH='%s;;' "):format(cpath) or ""
-  --- A command that is not ours (luarocks, gcc): without the sanitizer runtime the specs preload.
-function M.plain(cmd)
-  return M.run("env -u LD_PRELOAD -u ASAN_OPTIONS -u LSAN_OPTIONS -u UBSAN_OPTIONS sh -c '" .. cmd:gsub("'", "'\\''") .. "'")
-end
-
-return M.run(env .. "lua5.4 bin/ublk " .. args)
+  return M.run(env .. "lua5.4 bin/ublk " .. args)
 end
 
 --- A command that is not ours (luarocks, gcc): without the sanitizer runtime the specs preload.

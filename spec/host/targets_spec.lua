@@ -1,0 +1,97 @@
+-- The targets' options, checked before anything reaches the kernel (no driver needed).
+local targets = require("ublk.targets")
+local run = require("support.run")
+
+local TMP = os.getenv("TMPDIR") or "/tmp"
+
+describe("target options", function()
+  it("passes a device without a target through untouched", function()
+    local dev, tgt = targets.prepare { size = 4096, queues = 2 }
+    assert.are.same({ size = 4096, queues = 2 }, dev)
+    assert.is_nil(tgt)
+  end)
+
+  it("null and ram take DISCARD and WRITE_ZEROES unless told otherwise", function()
+    for _, name in ipairs { "null", "ram" } do
+      local dev, tgt = targets.prepare { target = name, size = "1G" }
+      assert.is_true(dev.discard)
+      assert.are.equal(name, tgt.target)
+      dev = targets.prepare { target = name, size = "1G", discard = false }
+      assert.is_false(dev.discard)
+    end
+  end)
+
+  it("refuses a ram disk over 64 TiB and options of another target", function()
+    assert.has_error(function() targets.prepare { target = "ram", size = "65T" } end,
+      "ublk.new: size = 65T: the ram target holds at most 64 TiB")
+    assert.has_error(function() targets.prepare { target = "null", size = "1G", direct = false } end,
+      "ublk.new: direct = false: only the file target takes it (target = 'null')")
+    assert.has_error(function() targets.prepare { target = 7 } end,
+      "ublk.new: target = 7: must be one of null, ram, file")
+  end)
+
+  describe("file", function()
+    local img = TMP .. "/lua-ublk-targets-spec.img"
+    before_each(function() os.remove(img) end)
+    after_each(function() os.remove(img) end)
+
+    it("takes the size from the file and derives cache, FUA and discard", function()
+      assert.are.equal(0, (run.plain("truncate -s 10M " .. img)))
+      local dev, tgt = targets.prepare { target = "file", path = img }
+      assert.are.equal(10 * 2^20, dev.size)
+      assert.is_true(dev.volatile_cache)
+      assert.is_true(dev.fua)
+      assert.is_true(dev.discard)
+      assert.is_false(dev.read_only)
+      assert.are.equal("file", tgt.kind)
+      assert.are.equal(img, tgt.path)
+      assert.are.equal(0, tgt.offset)
+    end)
+
+    it("creates a missing file, sparse, when a size is given", function()
+      local dev = targets.prepare { target = "file", path = img, size = "3M" }
+      assert.are.equal("3M", dev.size)
+      local f = assert(io.open(img))
+      assert.are.equal(3 * 2^20, f:seek("end"))
+      f:close()
+    end)
+
+    it("returns nil, message, errno for a missing file without a size", function()
+      local dev, msg, errno = targets.prepare { target = "file", path = img }
+      assert.is_nil(dev)
+      assert.are.equal(require("ublk.core").errno.ENOENT, errno)
+      assert.matches("give size to create it", msg)
+    end)
+
+    it("names the field and the limit of a bad value", function()
+      assert.are.equal(0, (run.plain("truncate -s 1M " .. img)))
+      assert.has_error(function() targets.prepare { target = "file", path = img, size = "2M" } end,
+        ("ublk.new: size = 2M: must be at most 1048576 bytes, what %s holds past offset 0"):format(img))
+      assert.has_error(function() targets.prepare { target = "file", path = img, offset = 100 } end,
+        "ublk.new: offset = 100: must be a multiple of 512 bytes")
+      assert.has_error(function() targets.prepare { target = "file" } end,
+        "ublk.new: path = nil: the file target needs the path of a file or block device")
+      assert.has_error(function() targets.prepare { target = "file", path = img, direct = "yes" } end,
+        "ublk.new: direct = yes: must be true or false")
+    end)
+
+    it("starts the device at offset, sized to what is left", function()
+      assert.are.equal(0, (run.plain("truncate -s 4M " .. img)))
+      local dev, tgt = targets.prepare { target = "file", path = img, offset = "1M" }
+      assert.are.equal(3 * 2^20, dev.size)
+      assert.are.equal(2^20, tgt.offset)
+    end)
+  end)
+
+  it("ublk add refuses bad options before going to the background (exit 2)", function()
+    local code, _, err = run.ublk("add -t tape")
+    assert.are.equal(2, code)
+    assert.matches("add: target = tape: must be one of null, ram, file", err)
+    code, _, err = run.ublk("add -t null --queues x")
+    assert.are.equal(2, code)
+    assert.matches("%-%-queues 'x' is not a whole number", err)
+    code, _, err = run.ublk("add")
+    assert.are.equal(2, code)
+    assert.matches("name a target", err)
+  end)
+end)

@@ -1,0 +1,317 @@
+-- The data plane on the real ublk driver: the null, ram and file targets under fio with
+-- verification, ext4, the file target's own promises, stopping under load, eight devices at once,
+-- and `ublk add`/`list`/`del`.
+local kernel = require("support.kernel")
+local run = require("support.run")
+kernel.require_driver()
+local ublk = require("ublk")
+
+local TMP = os.getenv("TMPDIR") or "/tmp"
+
+-- A shell command that is not ours (fio, mkfs, dd): must succeed; returns stdout.
+local function sh(cmd)
+  local code, out, err = run.plain(cmd)
+  assert(code == 0, ("`%s` failed (%d):\n%s%s"):format(cmd, code, out, err))
+  return out
+end
+
+-- Our threads, not io_uring's own workers (iou-wrk-*, which the kernel retires when idle).
+local function threads()
+  local n, names = 0, {}
+  local dir = "/proc/" .. kernel.pid() .. "/task/"
+  for tid in io.popen("ls " .. dir):lines() do
+    local f = io.open(dir .. tid .. "/comm")
+    local comm = f and f:read("l") or ""
+    if f then f:close() end
+    if not comm:match("^iou%-") then n = n + 1; names[#names + 1] = comm end
+  end
+  return n, table.concat(names, ",")
+end
+
+local function no_devices_left()
+  assert.are.same({}, kernel.ublk_devices())
+  assert.are.equal("", sh("ls /dev | grep '^ublkb' || true"))
+end
+
+-- fio writes then reads back and checks every block (crc32c); fails on any mismatch or error.
+local function fio_verify(path, o)
+  local args = table.concat({
+    "fio --name=verify --filename=" .. path, "--direct=1 --ioengine=io_uring",
+    "--rw=" .. o.rw, "--bsrange=" .. (o.bs:find("-") and o.bs or o.bs .. "-" .. o.bs), "--iodepth=" .. o.depth,
+    "--numjobs=" .. (o.jobs or 1), "--size=" .. (o.size or "16m"), "--offset_increment=" .. (o.size or "16m"),
+    "--verify=crc32c --do_verify=1 --verify_fatal=1 --group_reporting --output-format=terse --terse-version=3",
+  }, " ")
+  local out = sh(args)
+  -- terse v3: field 5 is the error count of the group
+  local fields = {}
+  for f in (out:match("[^\n]*3;[^\n]*") or ""):gmatch("([^;]*);?") do fields[#fields + 1] = f end
+  assert.are.equal("0", fields[5], "fio reported errors:\n" .. out)
+  return out
+end
+
+local function queue_requests(dev)
+  local counts = {}
+  for q, s in ipairs(dev:stats().queues) do counts[q] = s.requests end
+  return counts
+end
+
+describe("serving I/O on the real driver", function()
+  local fds, nthreads
+  setup(function()
+    assert(ublk.features()) -- the shared control handle (2 fds) stays open: count from here
+    collectgarbage()
+    fds, nthreads = kernel.fd_count(), threads()
+  end)
+  after_each(function()
+    collectgarbage()
+    for _, name in ipairs(kernel.ublk_devices()) do ublk.delete(tonumber(name:match("%d+"))) end
+  end)
+
+  describe("fio with verification", function()
+    for _, target in ipairs { "ram", "file" } do
+      it(target .. ": random and sequential, 512 B to 1 MiB, depth 1 to 128, two jobs over two queues", function()
+        local opts = { target = target, size = "64M", queues = 2, depth = 128, max_io = "1M" }
+        if target == "file" then opts.path = TMP .. "/fio-backing.img"; os.remove(opts.path) end
+        local dev <close> = assert(ublk.new(opts))
+        assert(dev:start())
+        fio_verify(dev.path, { rw = "randwrite", bs = "512-1m", depth = 128, jobs = 2 })
+        fio_verify(dev.path, { rw = "write", bs = "1m", depth = 1, jobs = 2 })
+        fio_verify(dev.path, { rw = "randwrite", bs = "512", depth = 1, jobs = 2, size = "1m" })
+        fio_verify(dev.path, { rw = "randwrite", bs = "4k", depth = 32, jobs = 2, size = "8m" })
+        local counts = queue_requests(dev)
+        assert.is_true(counts[1] > 0 and counts[2] > 0, "both queues served requests: " .. table.concat(counts, ","))
+        for _, s in ipairs(dev:stats().queues) do
+          assert.are.equal(0, s.errors)
+          assert.are.equal(0, s.cmd_error)
+          assert.is_true(s.wakeups < s.requests + s.submits, "commits are batched per wake-up")
+        end
+        if opts.path then os.remove(opts.path) end
+      end)
+    end
+
+    it("null: every op succeeds, reads give zeros even after writes", function()
+      local dev <close> = assert(ublk.new { target = "null", size = "256M", queues = 2, depth = 128, max_io = "1M" })
+      assert(dev:start())
+      sh("fio --name=null --filename=" .. dev.path .. " --direct=1 --ioengine=io_uring --rw=randrw --bsrange=512-1m"
+        .. " --iodepth=128 --numjobs=2 --size=32m --offset_increment=32m --group_reporting")
+      sh(("dd if=/dev/urandom of=%s bs=64k count=16 oflag=direct 2>/dev/null"):format(dev.path))
+      sh(("cmp -n 1048576 %s /dev/zero"):format(dev.path))
+      sh(("blkdiscard -o 0 -l 1048576 %s && blkdiscard -z -o 0 -l 1048576 %s && sync"):format(dev.path, dev.path))
+      for _, s in ipairs(dev:stats().queues) do assert.are.equal(0, s.errors) end
+    end)
+  end)
+
+  describe("ext4", function()
+    for _, target in ipairs { "ram", "file" } do
+      it(target .. ": mkfs, mount, write, umount, e2fsck clean, mount again, same contents", function()
+        local opts = { target = target, size = "128M", queues = 2 }
+        if target == "file" then opts.path = TMP .. "/ext4-backing.img"; os.remove(opts.path) end
+        local dev <close> = assert(ublk.new(opts))
+        assert(dev:start())
+        local mnt = TMP .. "/mnt-" .. target
+        sh("mkdir -p " .. mnt .. " && mkfs.ext4 -q -F " .. dev.path)
+        sh(("mount %s %s && dd if=/dev/urandom of=%s/blob bs=1M count=8 2>/dev/null && cp -r lua %s/lua && sync"):format(
+          dev.path, mnt, mnt, mnt))
+        local sum = sh(("cd %s && find . -type f | sort | xargs md5sum"):format(mnt))
+        sh("umount " .. mnt)
+        sh("e2fsck -fn " .. dev.path)
+        sh(("mount -o ro %s %s"):format(dev.path, mnt))
+        assert.are.equal(sum, sh(("cd %s && find . -type f | sort | xargs md5sum"):format(mnt)))
+        assert.matches("blob", sum)
+        sh("umount " .. mnt)
+        if opts.path then os.remove(opts.path) end
+      end)
+    end
+  end)
+
+  describe("the file target", function()
+    local img = TMP .. "/file-target.img"
+    before_each(function() os.remove(img) end)
+
+    it("puts what was written through the device byte for byte in the backing file", function()
+      local dev <close> = assert(ublk.new { target = "file", path = img, size = "32M" })
+      assert.are.equal(32 * 2^20, dev:params().size)
+      assert(dev:start())
+      sh(("dd if=/dev/urandom of=%s/src bs=1M count=4 2>/dev/null"):format(TMP))
+      sh(("dd if=%s/src of=%s bs=1M seek=3 oflag=direct 2>/dev/null"):format(TMP, dev.path))
+      sh(("cmp %s/src %s -i 0:%d -n %d"):format(TMP, img, 3 * 2^20, 4 * 2^20))
+      -- and the other way: the backing file's bytes are what the device reads
+      sh(("dd if=%s of=%s/back bs=1M skip=3 count=4 iflag=direct 2>/dev/null && cmp %s/src %s/back"):format(dev.path, TMP, TMP, TMP))
+    end)
+
+    it("takes its size from the backing file, and refuses a size beyond it", function()
+      sh(("truncate -s 24M %s"):format(img))
+      local dev <close> = assert(ublk.new { target = "file", path = img })
+      assert.are.equal(24 * 2^20, dev:params().size)
+      assert.has_error(function() ublk.new { target = "file", path = img, size = "25M" } end,
+        ("ublk.new: size = 25M: must be at most %d bytes, what %s holds past offset 0"):format(24 * 2^20, img))
+    end)
+
+    it("frees the backing file's blocks on discard", function()
+      local dev <close> = assert(ublk.new { target = "file", path = img, size = "32M" })
+      assert(dev:start())
+      sh(("dd if=/dev/urandom of=%s bs=1M count=16 oflag=direct 2>/dev/null"):format(dev.path))
+      local before = tonumber(sh("stat -c %b " .. img))
+      sh(("blkdiscard -o 0 -l %d %s"):format(8 * 2^20, dev.path))
+      local after = tonumber(sh("stat -c %b " .. img))
+      assert.is_true(before - after >= 8 * 2^20 // 512 - 64, ("blocks %d -> %d"):format(before, after))
+      -- write-zeroes leaves zeros
+      sh(("blkdiscard -z -o %d -l %d %s"):format(8 * 2^20, 2^20, dev.path))
+      sh(("cmp -n %d %s /dev/zero -i %d:0"):format(2^20, img, 8 * 2^20))
+    end)
+
+    it("serves a read-only device that refuses writes", function()
+      sh(("dd if=/dev/urandom of=%s bs=1M count=4 2>/dev/null"):format(img))
+      local dev <close> = assert(ublk.new { target = "file", path = img, read_only = true })
+      assert.is_true(dev:params().read_only)
+      assert(dev:start())
+      sh(("cmp %s %s"):format(img, dev.path))
+      local code, _, err = run.plain(("dd if=/dev/zero of=%s bs=4k count=1 oflag=direct"):format(dev.path))
+      assert.are_not.equal(0, code)
+      assert.matches("Operation not permitted", err)
+    end)
+
+    it("is told not to send DISCARD when the params say so: the block layer refuses it", function()
+      local dev <close> = assert(ublk.new { target = "ram", size = "16M", discard = false })
+      assert(dev:start())
+      local code, _, err = run.plain("blkdiscard " .. dev.path)
+      assert.are_not.equal(0, code)
+      assert.matches("not supported", err)
+    end)
+  end)
+
+  describe("stopping", function()
+    it("stops and deletes while fio is running: no hang, fio sees errors, nothing left", function()
+      local dev = assert(ublk.new { target = "ram", size = "64M", queues = 2 })
+      assert(dev:start())
+      local status = TMP .. "/fio-status"
+      os.remove(status)
+      sh(("(fio --name=load --filename=%s --direct=1 --ioengine=io_uring --rw=randrw --bs=4k --iodepth=32"
+        .. " --numjobs=2 --time_based --runtime=60 >%s/fio-out 2>&1; echo $? >%s) >/dev/null 2>&1 &"):format(dev.path, TMP, status))
+      local t0 = ublk.core.monotonic()
+      repeat ublk.core.sleep(0.1) until (dev:stats().queues[1].requests > 200) or ublk.core.monotonic() - t0 > 20
+      assert.is_true(dev:stats().queues[1].requests > 200, "fio got going")
+      local t1 = ublk.core.monotonic()
+      assert(dev:delete())
+      assert.is_true(ublk.core.monotonic() - t1 < 20, "delete did not hang")
+      local code
+      repeat
+        local f = io.open(status)
+        if f then code = tonumber(f:read("a")); f:close() end
+        if not code then ublk.core.sleep(0.1) end
+      until code or ublk.core.monotonic() - t1 > 30
+      assert.is_not_nil(code, "fio ended")
+      assert.are_not.equal(0, code)
+      no_devices_left()
+    end)
+
+    it("dev:stop() leaves the device, stopped, for delete", function()
+      local dev <close> = assert(ublk.new { target = "null", size = "16M" })
+      assert(dev:start())
+      assert.are.equal("live", dev:info().state)
+      assert(dev:stop())
+      assert.are.equal("dead", dev:info().state)
+      assert.are.equal(0, dev:_serving())
+      assert(dev:delete())
+      no_devices_left()
+    end)
+  end)
+
+  it("serves eight devices at once from one process", function()
+    local devs = {}
+    for i = 1, 8 do
+      devs[i] = assert(ublk.new { target = "ram", size = "8M", depth = 16 })
+      assert(devs[i]:start())
+    end
+    for i, dev in ipairs(devs) do
+      sh(("dd if=/dev/urandom of=%s/pat%d bs=64k count=4 2>/dev/null && dd if=%s/pat%d of=%s bs=64k oflag=direct 2>/dev/null"):format(
+        TMP, i, TMP, i, dev.path))
+    end
+    for i, dev in ipairs(devs) do
+      sh(("cmp -n 262144 %s/pat%d %s"):format(TMP, i, dev.path))
+    end
+    assert.are.equal(8, #kernel.ublk_devices())
+    for _, dev in ipairs(devs) do assert(dev:delete()) end
+    no_devices_left()
+  end)
+
+  describe("misuse", function()
+    it("explains a device with no target", function()
+      local dev <close> = assert(ublk.new { size = "16M" })
+      assert.has_error(function() dev:start() end,
+        "dev:start: this device has no target: create it with target = 'null', 'ram' or 'file'")
+    end)
+    it("names the field of a bad target option", function()
+      assert.has_error(function() ublk.new { target = "tape", size = "1M" } end,
+        "ublk.new: target = tape: must be one of null, ram, file")
+      assert.has_error(function() ublk.new { target = "ram", size = "1M", path = "/x" } end,
+        "ublk.new: path = /x: only the file target takes it (target = 'ram')")
+      assert.has_error(function() ublk.new { size = "1M", direct = true } end,
+        "ublk.new: direct = true: needs target = 'file'")
+    end)
+    it("returns nil, message, errno for a backing file that is missing", function()
+      local dev, msg, errno = ublk.new { target = "file", path = TMP .. "/no-such.img" }
+      assert.is_nil(dev)
+      assert.are.equal(ublk.core.errno.ENOENT, errno)
+      assert.matches("No such file or directory %(give size to create it%)", msg)
+    end)
+  end)
+
+  describe("the CLI", function()
+    it("ublk add returns once the device is live; list shows target and pid; del stops the server", function()
+      local img = TMP .. "/cli.img"
+      os.remove(img)
+      local code, out, err = run.ublk("add -t file -f " .. img .. " --size 32M -q 2")
+      assert.are.equal(0, code, err)
+      local id, path, pid = out:match("ublk device (%d+): (/dev/ublkb%d+) %(target file, server pid (%d+)%)")
+      assert.is_not_nil(id, out)
+      sh(("dd if=/dev/urandom of=%s/cli-src bs=1M count=2 2>/dev/null && dd if=%s/cli-src of=%s bs=1M oflag=direct 2>/dev/null"):format(TMP, TMP, path))
+      sh(("cmp -n 2097152 %s/cli-src %s"):format(TMP, img))
+      code, out = run.ublk("list")
+      assert.are.equal(0, code)
+      assert.matches(("\n%-4d live.-%s%s+file"):format(tonumber(id), pid, " "), out)
+      assert.matches("%(" .. img:gsub("%p", "%%%0") .. "%)", out)
+      code, out, err = run.ublk("del " .. id)
+      assert.are.equal(0, code, err)
+      assert.matches("deleted ublk device " .. id, out)
+      assert.is_nil(ublk.core.kill(tonumber(pid), 0), "the server exited")
+      no_devices_left()
+      os.remove(img)
+    end)
+
+    it("ublk add fails with the server's own reason when the device cannot be made", function()
+      local holder <close> = assert(ublk.new { size = "1M" })
+      local code, out, err = run.ublk("add -t null --id " .. holder.id)
+      assert.are.equal(1, code, out)
+      assert.matches("EEXIST", err)
+      assert.are.equal(1, #kernel.ublk_devices())
+    end)
+
+    it("ublk add --foreground serves until SIGINT, then deletes the device", function()
+      local code, out, err = run.run("timeout -s INT --preserve-status 4 " .. (os.getenv("UBLK_SPEC_CPATH")
+        and ("env LUA_CPATH='%s;;' "):format(os.getenv("UBLK_SPEC_CPATH")) or "") .. "lua5.4 bin/ublk add -t null --foreground")
+      assert.are.equal(0, code, err)
+      assert.matches("ublk device %d+: /dev/ublkb%d+ %(target null, server pid %d+%)", out)
+      assert.matches("stopped %(signal SIGINT%) and deleted", out)
+      no_devices_left()
+    end)
+
+    it("ublk add refuses bad options with the allowed range, exit 2", function()
+      local code, _, err = run.ublk("add -t tape")
+      assert.are.equal(2, code)
+      assert.matches("target = tape: must be one of null, ram, file", err)
+      code, _, err = run.ublk("add -t ram -q 0")
+      assert.are.equal(2, code)
+      assert.matches("queues = 0: must be a whole number from 1 to", err)
+    end)
+  end)
+
+  it("leaves no fd, thread or device behind", function()
+    collectgarbage()
+    collectgarbage()
+    assert.are.equal(fds, kernel.fd_count())
+    local n, names = threads()
+    assert(n == nthreads, ("threads: %d before, %d now: %s"):format(nthreads, n, names))
+    no_devices_left()
+  end)
+end)
