@@ -221,17 +221,21 @@ static int l_device_gc(lua_State *L)
 {
 	struct device_handle *d = luaL_checkudata(L, 1, UBLK_DEVICE_MT);
 
-	/* DEL_DEV waits for /dev/ublkcN to be closed: the queues go first */
+	/* DEL_DEV waits for /dev/ublkcN to be closed: the queues go first. A device that was served
+	 * may still be open (fio, a mount): DEL_DEV_ASYNC does not wait for its openers. */
+	int served = d->srv != NULL;
+
 	ublk_device_stop_server(d);
 	if (d->ctrl && d->dev_id >= 0) {
 		struct ublksrv_ctrl_cmd header;
+		__u32 op = served && !d->ctrl->legacy ? UBLK_U_CMD(_IOC_READ, UBLK_CMD_DEL_DEV_ASYNC)
+			   : d->ctrl->legacy ? UBLK_CMD_DEL_DEV
+			   : UBLK_U_CMD(_IOC_READ | _IOC_WRITE, UBLK_CMD_DEL_DEV);
 
 		memset(&header, 0, sizeof(header));
 		header.dev_id = (__u32)d->dev_id;
 		header.queue_id = (__u16)-1;
-		ublk_ctrl_command(d->ctrl, d->ctrl->legacy ? UBLK_CMD_DEL_DEV
-							  : UBLK_U_CMD(_IOC_READ | _IOC_WRITE, UBLK_CMD_DEL_DEV),
-				  &header);
+		ublk_ctrl_command(d->ctrl, op, &header);
 		d->dev_id = -1;
 	}
 	if (d->ctrl) {

@@ -380,7 +380,7 @@ function Device:start()
     self:_stop_queues()
     return nil, msg, errno
   end
-  data.started = true
+  data.started, data.was_served = true, true
   if not wait_block_device(data.path, 10) then
     self:stop()
     return nil, ("device %d: START_DEV succeeded but %s did not appear within 10 s (is devtmpfs or udev running?)"):format(id, data.path), core.errno.ENODEV
@@ -444,8 +444,8 @@ function Device:delete()
   local id = self:_owned()
   if not id then return true end
   local data = self:_data()
-  local was_served = data.started or self:_serving() > 0
-  if was_served then self:stop() end
+  if data.started or self:_serving() > 0 then self:stop() end
+  local was_served = data.was_served
   local name = was_served and not state.legacy and "DEL_DEV_ASYNC" or "DEL_DEV"
   local res, msg, errno = command(name, { dev_id = id })
   if not res and errno ~= core.errno.ENODEV then return nil, msg, errno end
