@@ -497,12 +497,25 @@ function M.delete(id, wait)
   end
   -- A live server is asked to stop (SIGTERM: it stops, then deletes the device itself); one that
   -- does not within `wait` seconds is killed, and the device deleted here.
+  local function exited(pid, seconds) -- gone, or a zombie nobody has reaped yet
+    local deadline = core.monotonic() + seconds
+    repeat
+      local f = io.open(("/proc/%d/stat"):format(pid))
+      if not f then return true end
+      local st = f:read("a"):match("^%d+ %b() (%a)")
+      f:close()
+      if st == "Z" then return true end
+      core.sleep(0.02)
+    until core.monotonic() > deadline
+    return false
+  end
   local info = info_of(id)
   if info and info.pid > 0 and info.pid ~= core.getpid() and core.kill(info.pid, 0) then
     core.kill(info.pid, core.SIGTERM)
-    if gone(wait or 10) then return true end
+    if gone(wait or 10) and exited(info.pid, 5) then return true end
     core.kill(info.pid, core.SIGKILL)
-    gone(2)
+    exited(info.pid, 2)
+    if gone(0) then return true end
   end
   local name = state.legacy and "DEL_DEV" or "DEL_DEV_ASYNC"
   local res

@@ -94,7 +94,7 @@ describe("ublk control plane on the real driver", function()
     local ok, msg, errno = ublk.delete(4242)
     assert.is_nil(ok)
     assert.are.equal(19, errno)
-    assert.are.equal("DEL_DEV (device 4242) failed: No such device (-ENODEV, errno 19): there is no ublk device 4242 (ublk list shows the ones that exist)", msg)
+    assert.are.equal("DEL_DEV_ASYNC (device 4242) failed: No such device (-ENODEV, errno 19): there is no ublk device 4242 (ublk list shows the ones that exist)", msg)
   end)
 
   it("deletes on <close>, on __gc, and never uses a deleted device", function()
