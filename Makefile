@@ -19,9 +19,9 @@ ASAN_OBJS := $(SRCS:csrc/%.c=build/asan-obj/%.o)
 
 # Debian packages the build, the specs, the VM and the demo need.
 DEB_PACKAGES := liblua5.4-dev lua5.4 liburing-dev luarocks lua-busted fio qemu-system-x86 \
-                busybox-static cpio xz-utils zstd kmod gcc make
+                busybox-static cpio xz-utils zstd kmod gcc make e2fsprogs util-linux nbdkit nbd-client lua-dkjson
 
-.PHONY: all asan deps test test-host test-kernel demo clean
+.PHONY: all asan deps test test-host test-kernel demo bench clean
 all: build/ublk/core.so
 asan: build/asan/ublk/core.so
 
@@ -50,6 +50,10 @@ deps:
 # Every spec: host specs with the ASan build, then the kernel specs natively or in the VM per kernel.
 test: deps all asan
 	@tools/test-all $(if $(KERNEL),$(KERNEL),$(KERNELS))
+
+# fio in the VM on each kernel: our targets beside null_blk, brd, loop and nbdkit (a table, and JSON in build/)
+bench: deps all
+	@tools/bench $(if $(KERNEL),--kernel $(KERNEL),)
 
 demo: deps all
 	@tools/demo $(if $(KERNEL),$(KERNEL),6.12)

@@ -1,0 +1,282 @@
+-- tools/bench's Lua half: the one list of cases and devices, a progress line per fio run (in the VM),
+-- and the medians, ratios, table and JSON (on the host, from the folder the VM left behind).
+--
+--   lua5.4 tools/bench.d/report.lua cases                  one line per case: name rw bs iodepth
+--   lua5.4 tools/bench.d/report.lua devices                one line per device: name kind peer
+--   lua5.4 tools/bench.d/report.lua check FIO_JSON         every job's error, or nothing; exit 1 on any
+--   lua5.4 tools/bench.d/report.lua progress FIO_JSON CASE "null_blk 68.1k  brd 63.0k ..." (exit 1 on errors)
+--   lua5.4 tools/bench.d/report.lua report DIR OUT_JSON    table on stdout, OUT_JSON written
+local json = require("dkjson")
+
+-- The cases, in the order they run and print. metric: what the table shows and the ratios compare.
+local CASES = {
+  { name = "randread-4k-qd32",  label = "randread 4k qd32",  rw = "randread",  bs = "4k",   iodepth = 32, metric = "iops" },
+  { name = "randwrite-4k-qd32", label = "randwrite 4k qd32", rw = "randwrite", bs = "4k",   iodepth = 32, metric = "iops" },
+  { name = "randread-4k-qd1",   label = "randread 4k qd1",   rw = "randread",  bs = "4k",   iodepth = 1,  metric = "iops", latency = true },
+  { name = "read-128k-qd32",    label = "seq read 128k qd32", rw = "read",     bs = "128k", iodepth = 32, metric = "mb_s" },
+}
+
+-- The devices, in table order. peer: the kernel driver a target is compared with ("vs peer").
+local DEVICES = {
+  { name = "null_blk",  kind = "peer" },
+  { name = "ublk-null", kind = "ublk", peer = "null_blk" },
+  { name = "brd",       kind = "peer" },
+  { name = "ublk-ram",  kind = "ublk", peer = "brd" },
+  { name = "loop",      kind = "peer" },
+  { name = "ublk-file", kind = "ublk", peer = "loop" },
+  { name = "nbdkit",    kind = "peer", peer = "null_blk" },
+}
+
+local function die(msg)
+  io.stderr:write("bench: ", msg, "\n")
+  os.exit(1)
+end
+
+local function read_file(path)
+  local f, err = io.open(path, "rb")
+  if not f then return nil, err end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+local function load_fio(path)
+  local text, err = read_file(path)
+  if not text then return nil, err end
+  -- fio may print notes ("fio: ...") before its JSON document when --output is not used
+  local start = text:find("{", 1, true)
+  if not start then return nil, path .. ": no JSON in fio's output" end
+  local doc, _, perr = json.decode(text, start)
+  if not doc then return nil, path .. ": " .. tostring(perr) end
+  return doc
+end
+
+-- One fio job's numbers, for the direction its case measures.
+local function job_numbers(job)
+  local dir = (job.write and (job.write.io_bytes or 0) > 0) and "write" or "read"
+  local d = job[dir] or {}
+  local clat = d.clat_ns or {}
+  local pct = clat.percentile or {}
+  return {
+    iops = d.iops,
+    mb_s = d.bw_bytes and d.bw_bytes / 1e6,
+    clat_mean_us = clat.mean and clat.mean / 1000,
+    clat_p50_us = pct["50.000000"] and pct["50.000000"] / 1000,
+    clat_p99_us = pct["99.000000"] and pct["99.000000"] / 1000,
+    io_bytes = d.io_bytes,
+    error = job.error,
+  }
+end
+
+local function case_by_name(name)
+  for _, c in ipairs(CASES) do if c.name == name then return c end end
+end
+
+local function job_error(job)
+  local n = job_numbers(job)
+  if (job.error or 0) ~= 0 then return ("error %d"):format(job.error) end
+  if not n.io_bytes or n.io_bytes == 0 then return "no I/O completed" end
+  return nil
+end
+
+local function si(x)
+  if x == nil then return "-" end
+  if x >= 1e6 then return ("%.2fM"):format(x / 1e6) end
+  if x >= 1e4 then return ("%.1fk"):format(x / 1e3) end
+  if x >= 100 then return ("%.0f"):format(x) end
+  return ("%.1f"):format(x)
+end
+
+local function median(xs)
+  local t = {}
+  for _, x in ipairs(xs) do if x then t[#t + 1] = x end end
+  if #t == 0 then return nil end
+  table.sort(t)
+  local m = #t // 2
+  if #t % 2 == 1 then return t[m + 1] end
+  return (t[m] + t[m + 1]) / 2
+end
+
+local cmd = arg[1]
+
+if cmd == "cases" then
+  for _, c in ipairs(CASES) do print(c.name, c.rw, c.bs, c.iodepth) end
+  os.exit(0)
+elseif cmd == "devices" then
+  for _, d in ipairs(DEVICES) do print(d.name, d.kind, d.peer or "-") end
+  os.exit(0)
+elseif cmd == "check" or cmd == "progress" then
+  local doc, err = load_fio(arg[2] or die("usage: report.lua " .. cmd .. " FIO_JSON"))
+  if not doc then die(err) end
+  local parts, bad = {}, 0
+  for _, job in ipairs(doc.jobs or {}) do
+    local e = job_error(job)
+    if e then
+      bad = bad + 1
+      parts[#parts + 1] = job.jobname .. " FAILED (" .. e .. ")"
+    elseif cmd == "progress" then
+      local n = job_numbers(job)
+      local c = case_by_name(arg[3] or "")
+      parts[#parts + 1] = job.jobname .. " " .. ((c and c.metric == "mb_s") and (si(n.mb_s) .. " MB/s") or si(n.iops))
+    end
+  end
+  if #(doc.jobs or {}) == 0 then bad = 1; parts[1] = "fio ran no job" end
+  if #parts > 0 then print(table.concat(parts, "  ")) end
+  os.exit(bad == 0 and 0 or 1)
+elseif cmd ~= "report" then
+  die("usage: report.lua cases|devices|check FIO_JSON|progress FIO_JSON|report DIR OUT_JSON")
+end
+
+-- report DIR OUT_JSON
+local dir, out_path = arg[2], arg[3]
+if not dir or not out_path then die("usage: report.lua report DIR OUT_JSON") end
+
+local meta, meta_order = {}, {}
+do
+  local text = read_file(dir .. "/meta.txt") or die(dir .. "/meta.txt is missing: the VM run ended early")
+  for line in text:gmatch("[^\n]+") do
+    local k, v = line:match("^([^\t]+)\t(.*)$")
+    if k then
+      if meta[k] == nil then meta_order[#meta_order + 1] = k end
+      meta[k] = v
+    end
+  end
+end
+do -- written by tools/bench on the host: what else ran on this machine meanwhile
+  local host = read_file(dir .. "/host.txt")
+  if host and host:match("%S") then
+    meta.host = host:gsub("%s+$", "")
+    meta_order[#meta_order + 1] = "host"
+  end
+end
+local rounds = tonumber(meta.rounds) or 0
+local measured = {}
+for name in (meta.devices or ""):gmatch("[^,]+") do measured[name] = true end
+local case_names = {}
+for name in (meta.cases or ""):gmatch("[^,]+") do case_names[#case_names + 1] = name end
+
+local devices_json = {}
+for _, d in ipairs(DEVICES) do
+  if measured[d.name] then
+    devices_json[d.name] = { kind = d.kind, peer = d.peer, path = meta["dev." .. d.name .. ".path"],
+                             setup = meta["dev." .. d.name .. ".setup"],
+                             queue = meta["dev." .. d.name .. ".queue"] }
+  end
+end
+
+local errors = {}
+for line in (read_file(dir .. "/errors.txt") or ""):gmatch("[^\n]+") do errors[#errors + 1] = line end
+
+local cases_json = {}
+for _, cname in ipairs(case_names) do
+  local c = case_by_name(cname) or die("unknown case " .. cname .. " in meta.txt")
+  local runs = {}
+  for r = 1, rounds do
+    local path = ("%s/fio/%s-r%d.json"):format(dir, cname, r)
+    local doc = load_fio(path)
+    if doc then
+      for _, job in ipairs(doc.jobs or {}) do
+        runs[job.jobname] = runs[job.jobname] or {}
+        local e = job_error(job)
+        if e then
+          errors[#errors + 1] = ("%s round %d %s: %s"):format(cname, r, job.jobname, e)
+        else
+          local n = job_numbers(job)
+          n.round, n.error, n.io_bytes = r, nil, nil
+          table.insert(runs[job.jobname], n)
+        end
+      end
+    else
+      errors[#errors + 1] = ("%s round %d: no fio result (%s)"):format(cname, r, tostring(select(2, load_fio(path))))
+    end
+  end
+  local results, by = {}, {}
+  for _, d in ipairs(DEVICES) do
+    if measured[d.name] then
+      local rs = runs[d.name] or {}
+      local med, spread = {}, nil
+      for _, k in ipairs({ "iops", "mb_s", "clat_mean_us", "clat_p50_us", "clat_p99_us" }) do
+        local xs = {}
+        for _, n in ipairs(rs) do xs[#xs + 1] = n[k] end
+        med[k] = median(xs)
+        if k == c.metric and med[k] and med[k] > 0 and #xs > 1 then
+          local lo, hi = math.huge, -math.huge
+          for _, x in ipairs(xs) do lo = math.min(lo, x); hi = math.max(hi, x) end
+          spread = (hi - lo) / med[k]
+        end
+      end
+      local res = { device = d.name, kind = d.kind, peer = d.peer, rounds = #rs, median = med,
+                    spread = spread, runs = rs }
+      if #rs == 0 then res.median = nil end
+      results[#results + 1] = res
+      by[d.name] = res
+    end
+  end
+  local function value(name)
+    local r = by[name]
+    return r and r.median and r.median[c.metric]
+  end
+  for _, res in ipairs(results) do
+    local v = value(res.device)
+    if v and res.peer and value(res.peer) then res.vs_peer = v / value(res.peer) end
+    if v and res.kind == "ublk" and value("nbdkit") then res.vs_nbdkit = v / value("nbdkit") end
+  end
+  cases_json[#cases_json + 1] = { name = c.name, label = c.label, rw = c.rw, bs = c.bs, iodepth = c.iodepth,
+                                  metric = c.metric, results = results }
+end
+
+-- The table.
+local function fmt_ratio(x, peer)
+  if not x then return "-" end
+  return ("%.2fx%s"):format(x, peer and (" " .. peer) or "")
+end
+print(("Linux %s (%s): fio %s, ioengine=%s direct=1 numjobs=1, %s s + %s s ramp per run, median over %d interleaved round(s)")
+  :format(meta.release or "?", meta.kernel or "?", meta.fio_version or "?", meta.ioengine or "io_uring",
+          meta.runtime or "?", meta.ramp or "?", rounds))
+print(("qemu TCG, 2 vCPUs; device size %s, one hardware queue each, scheduler none on blk-mq devices")
+  :format(meta.size or "?"))
+if meta.host then print("this machine: " .. meta.host) end
+local hdr = ("%-18s %-10s %12s %9s %9s %9s %7s  %-16s %s")
+print(hdr:format("case", "device", "result", "clat mean", "clat p50", "clat p99", "spread", "vs peer", "vs nbdkit"))
+print(hdr:format("", "", "", "us", "us", "us", "", "", ""))
+for _, cj in ipairs(cases_json) do
+  for _, res in ipairs(cj.results) do
+    local m = res.median
+    local result = "-"
+    if m then
+      result = cj.metric == "mb_s" and (("%.0f MB/s"):format(m.mb_s)) or (si(m.iops) .. " IOPS")
+    end
+    print(hdr:format(cj.label, res.device, result,
+      m and ("%.1f"):format(m.clat_mean_us) or "-", m and ("%.1f"):format(m.clat_p50_us) or "-",
+      m and m.clat_p99_us and ("%.0f"):format(m.clat_p99_us) or "-",
+      res.spread and ("%.0f%%"):format(res.spread * 100) or "-",
+      fmt_ratio(res.vs_peer, res.peer), fmt_ratio(res.vs_nbdkit)))
+  end
+end
+if #errors > 0 then
+  print("errors:")
+  for _, e in ipairs(errors) do print("  " .. e) end
+end
+
+local settings = {}
+for _, k in ipairs(meta_order) do
+  if not k:match("^dev%.") then settings[k] = (k == "rounds" or k == "runtime" or k == "ramp") and tonumber(meta[k]) or meta[k] end
+end
+local doc = {
+  kernel = meta.kernel, release = meta.release, generated = os.date("!%Y-%m-%dT%H:%M:%SZ"),
+  settings = settings, devices = devices_json, cases = cases_json, errors = errors,
+  notes = "result medians over the rounds; spread = (max - min) / median of the case's metric; "
+       .. "vs_peer and vs_nbdkit compare medians of the case's metric (iops, or mb_s for the 128k read)",
+}
+local f = io.open(out_path, "w") or die("cannot write " .. out_path)
+local keyorder = {
+  "kernel", "release", "generated", "settings", "devices", "cases", "errors", "notes",
+  "only", "rounds", "runtime", "ramp", "size", "ioengine", "fio_version", "vm", "host", "order",
+  "name", "label", "rw", "bs", "iodepth", "metric", "results", "device", "kind", "peer", "path", "setup", "queue",
+  "median", "spread", "vs_peer", "vs_nbdkit", "runs", "round", "iops", "mb_s", "clat_mean_us",
+  "clat_p50_us", "clat_p99_us",
+}
+for _, d in ipairs(DEVICES) do keyorder[#keyorder + 1] = d.name end
+f:write(json.encode(doc, { indent = true, keyorder = keyorder }), "\n")
+f:close()
+os.exit(#errors == 0 and 0 or 1)
