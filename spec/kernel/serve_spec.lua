@@ -101,6 +101,31 @@ describe("serving I/O on the real driver", function()
     end)
   end)
 
+  it("ram: a disk larger than the machine's memory, allocated as written, freed by discard", function()
+    local dev <close> = assert(ublk.new { target = "ram", size = "64G" }) -- the VM has 4 GiB
+    assert(dev:start())
+    sh(("dd if=/dev/urandom of=%s/pat bs=64k count=16 2>/dev/null"):format(TMP))
+    sh(("dd if=%s/pat of=%s bs=64k seek=%d oflag=direct 2>/dev/null"):format(TMP, dev.path, 40 * 2^30 // 65536))
+    assert.are.equal(2^20, dev:stats().memory)
+    sh(("cmp %s/pat %s -i 0:%d -n 1048576"):format(TMP, dev.path, 40 * 2^30))
+    sh(("cmp -n 1048576 %s /dev/zero"):format(dev.path)) -- never written: zeros, and no memory taken
+    assert.are.equal(2^20, dev:stats().memory)
+    sh(("blkdiscard -o %d -l 1048576 %s"):format(40 * 2^30, dev.path))
+    assert.are.equal(0, dev:stats().memory)
+    sh(("cmp -n 1048576 %s /dev/zero -i %d:0"):format(dev.path, 40 * 2^30))
+  end)
+
+  it("names what stopped it when /dev/ublkcN stays busy", function()
+    local dev <close> = assert(ublk.new { target = "null", size = "1M" })
+    local holder = assert(io.open(dev.char_path, "rb")) -- the driver takes one opener at a time
+    local ok, msg, errno = dev:start()
+    holder:close()
+    assert.is_nil(ok)
+    assert.are.equal(ublk.core.errno.EBUSY, errno)
+    assert.matches("device %d+ %(null target%): opening the char device: Device or resource busy", msg)
+    assert(dev:start()) -- and once it is free, the same device starts
+  end)
+
   describe("ext4", function()
     for _, target in ipairs { "ram", "file" } do
       it(target .. ": mkfs, mount, write, umount, e2fsck clean, mount again, same contents", function()
