@@ -167,6 +167,7 @@ static int l_device(lua_State *L)
 	d->ctrl = NULL;
 	d->dev_id = -1;
 	d->srv = NULL;
+	d->was_served = 0;
 	luaL_setmetatable(L, UBLK_DEVICE_MT);
 	lua_newtable(L);
 	lua_setiuservalue(L, -2, 1);
@@ -223,7 +224,7 @@ static int l_device_gc(lua_State *L)
 
 	/* DEL_DEV waits for /dev/ublkcN to be closed: the queues go first. A device that was served
 	 * may still be open (fio, a mount): DEL_DEV_ASYNC does not wait for its openers. */
-	int served = d->srv != NULL;
+	int served = d->srv != NULL || d->was_served;
 
 	ublk_device_stop_server(d);
 	if (d->ctrl && d->dev_id >= 0) {

@@ -49,6 +49,8 @@ static int l_daemon(lua_State *L)
 
 		close(pfd[0]);
 		setsid();
+		/* the parent may be gone (Ctrl-C on `ublk add`): a write to the report pipe must not kill us */
+		signal(SIGPIPE, SIG_IGN);
 		if (in >= 0)
 			dup2(in, 0);
 		if (out < 0)
@@ -156,6 +158,11 @@ static int l_catcher_close(lua_State *L)
 	struct signal_catcher *c = luaL_checkudata(L, 1, SIGNALS_MT);
 
 	if (c->fd >= 0) {
+		struct signalfd_siginfo si;
+
+		/* a second Ctrl-C while run() was cleaning up must not strike once the mask is restored */
+		while (read(c->fd, &si, sizeof(si)) == sizeof(si))
+			;
 		close(c->fd);
 		c->fd = -1;
 		pthread_sigmask(SIG_SETMASK, &c->old, NULL);

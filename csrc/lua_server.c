@@ -156,6 +156,7 @@ static int l_start_queues(lua_State *L)
 	free(has);
 	if (ret < 0)
 		return ublk_lua_fail(L, why, -ret);
+	d->was_served = 1;
 	lua_pushboolean(L, 1);
 	return 1;
 }

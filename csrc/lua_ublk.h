@@ -15,6 +15,7 @@ struct device_handle {
 	struct ublk_ctrl *ctrl;   /* counted reference */
 	long long dev_id;         /* -1: owns no kernel device */
 	struct ublk_server *srv;  /* the queues and target, or NULL */
+	int was_served;           /* queues ran once: delete with DEL_DEV_ASYNC */
 };
 
 void ublk_lua_open_layout(lua_State *L);  /* layout, pack, unpack */

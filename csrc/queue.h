@@ -95,7 +95,7 @@ int ublk_queue_complete_remote(struct ublk_queue *q, int tag, int result);
 /* Ask the thread to stop once nothing is in flight (any thread). */
 void ublk_queue_request_stop(struct ublk_queue *q);
 
-/* A free SQE for a target; the ring is sized so that this never fails within sqes_per_io per request. */
+/* A free SQE for a target; the ring (depth * (1 + sqes_per_io) + 2 entries) never runs dry. */
 struct io_uring_sqe *ublk_queue_get_sqe(struct ublk_queue *q);
 /* The buffer of one tag. */
 static inline void *ublk_queue_buf(struct ublk_queue *q, int tag)

@@ -138,6 +138,10 @@ int ublk_server_start(struct ublk_server *s, const cpu_set_t *cpus, const int *h
 	sigset_t all, old;
 	int q, ret = 0;
 
+	pthread_mutex_lock(&s->lock);
+	s->nr_ready = s->nr_failed = s->nr_ended = 0;
+	s->first_error = 0;
+	pthread_mutex_unlock(&s->lock);
 	/* Queue threads take no signals: SIGINT/SIGTERM go to the Lua thread, which stops them. */
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old);

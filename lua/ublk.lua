@@ -310,7 +310,7 @@ local function record_path(id) return ("%s/%d"):format(RUN_DIR, id) end
 
 local function write_record(dev)
   local data = dev:_data()
-  os.execute(("mkdir -p '%s' 2>/dev/null"):format(RUN_DIR))
+  os.execute(("mkdir -p '%s' 2>/dev/null"):format(RUN_DIR:gsub("'", "'\\''")))
   local f = io.open(record_path(data.id), "w")
   if not f then return end -- not root: `ublk list` shows less
   local t = data.target
@@ -414,7 +414,9 @@ function Device:run()
     local ok, msg, errno = self:start()
     if not ok then self:delete() return nil, msg, errno end
   end
-  local catcher <close> = assert(core.catch_signals { core.SIGINT, core.SIGTERM })
+  -- a catcher set up before start (the CLI's) keeps signals that came while the device started
+  local catcher <close> = data.catcher or assert(core.catch_signals { core.SIGINT, core.SIGTERM })
+  data.catcher = nil
   local reason
   repeat
     local what, signo = self:_wait(-1, catcher:fd())

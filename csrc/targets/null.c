@@ -1,6 +1,6 @@
 /*
  * null: every request succeeds at once and reads return zeros; the floor of our own overhead.
- * A read zeroes its buffer only when the tag's last request was a write (which left data there).
+ * A read zeroes its buffer only where writes on the same tag left data.
  */
 #include <errno.h>
 #include <string.h>
@@ -24,12 +24,16 @@ static int null_queue_io(struct ublk_queue *q, int tag, const struct ublksrv_io_
 	switch (ublksrv_get_op(iod)) {
 	case UBLK_IO_OP_READ:
 		if (io->flags & IO_DIRTY) {
-			memset(buf, 0, q->buf_size);
+			/* io->result: how far writes on this tag have dirtied the buffer */
+			memset(buf, 0, (size_t)io->result);
 			io->flags &= ~IO_DIRTY;
+			io->result = 0;
 		}
 		return (int)bytes;
 	case UBLK_IO_OP_WRITE:
 		io->flags |= IO_DIRTY;
+		if ((int)bytes > io->result)
+			io->result = (int)bytes;
 		return (int)bytes;
 	case UBLK_IO_OP_FLUSH:
 	case UBLK_IO_OP_DISCARD:

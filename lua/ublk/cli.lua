@@ -248,8 +248,12 @@ function commands.add(ublk, opts, a)
   local function announce(dev, pid)
     return ("ublk device %d: %s (target %s, server pid %d)"):format(dev.id, dev.path, opts.target, pid)
   end
+  -- SIGINT/SIGTERM from here on are read by run(), even when they come while the device starts
+  -- (`ublk del` may signal the server as soon as START_DEV has published its pid)
   if a.foreground then
+    local early = core.catch_signals { core.SIGINT, core.SIGTERM }
     local dev, msg = ublk.new(opts)
+    if dev then dev:_data().catcher = early else early:close() end
     if not dev then err("%s", msg) return 1 end
     local started, smsg = dev:start()
     if not started then dev:delete() err("%s", smsg) return 1 end
@@ -261,8 +265,8 @@ function commands.add(ublk, opts, a)
     return 0
   end
   local role, report, pid, status = core.daemon(a.log)
+  if role == nil then err("%s", report) return 1 end -- pipe or fork failed: nothing was created
   if role == "parent" then
-    if not report then err("%s", pid) return 1 end -- fork itself failed
     local line = report:match("^ready (.-)\n")
     if line then out("%s", line) return 0 end
     local reason = report:match("^error (.*)") or ""
@@ -276,8 +280,10 @@ function commands.add(ublk, opts, a)
   end
   -- the background server: tell the parent once live, or why not
   local fd = report
+  local early = core.catch_signals { core.SIGINT, core.SIGTERM }
   local xok, dev, msg = xpcall(function()
     local dev, msg = ublk.new(opts)
+    if dev then dev:_data().catcher = early end
     if not dev then return nil, msg end
     local started, smsg = dev:start()
     if not started then dev:delete() return nil, smsg end
