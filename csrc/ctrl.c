@@ -88,10 +88,14 @@ int ublk_ctrl_run(struct ublk_ctrl *c, const unsigned char image[128], int *from
 	return ret;
 }
 
-int ublk_ctrl_command(struct ublk_ctrl *c, __u32 cmd_op, const struct ublksrv_ctrl_cmd *header)
+int ublk_ctrl_device_command(struct ublk_ctrl *c, unsigned nr, unsigned dir, __u32 dev_id)
 {
+	struct ublksrv_ctrl_cmd header;
 	unsigned char image[128];
 
-	ublk_ctrl_prep(image, c->fd, cmd_op, header);
+	memset(&header, 0, sizeof(header));
+	header.dev_id = dev_id;
+	header.queue_id = (__u16)-1;
+	ublk_ctrl_prep(image, c->fd, c->legacy ? nr : UBLK_U_CMD(dir, nr), &header);
 	return ublk_ctrl_run(c, image, NULL);
 }

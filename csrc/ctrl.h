@@ -25,7 +25,8 @@ void ublk_ctrl_prep(unsigned char sqe[128], int fd, __u32 cmd_op, const struct u
  */
 int ublk_ctrl_run(struct ublk_ctrl *c, const unsigned char sqe[128], int *from_ring);
 
-/* Both, for callers that need no trace. */
-int ublk_ctrl_command(struct ublk_ctrl *c, __u32 cmd_op, const struct ublksrv_ctrl_cmd *header);
+/* A bufferless command about one device (STOP_DEV, DEL_DEV...) for callers that need no trace: the
+ * legacy number or the ioctl encoding (direction dir), as the ring was told. The CQE's res. */
+int ublk_ctrl_device_command(struct ublk_ctrl *c, unsigned nr, unsigned dir, __u32 dev_id);
 
 #endif

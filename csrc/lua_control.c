@@ -228,15 +228,10 @@ static int l_device_gc(lua_State *L)
 
 	ublk_device_stop_server(d);
 	if (d->ctrl && d->dev_id >= 0) {
-		struct ublksrv_ctrl_cmd header;
-		__u32 op = served && !d->ctrl->legacy ? UBLK_U_CMD(_IOC_READ, UBLK_CMD_DEL_DEV_ASYNC)
-			   : d->ctrl->legacy ? UBLK_CMD_DEL_DEV
-			   : UBLK_U_CMD(_IOC_READ | _IOC_WRITE, UBLK_CMD_DEL_DEV);
-
-		memset(&header, 0, sizeof(header));
-		header.dev_id = (__u32)d->dev_id;
-		header.queue_id = (__u16)-1;
-		ublk_ctrl_command(d->ctrl, op, &header);
+		if (served && !d->ctrl->legacy) /* DEL_DEV_ASYNC has no legacy number */
+			ublk_ctrl_device_command(d->ctrl, UBLK_CMD_DEL_DEV_ASYNC, _IOC_READ, (__u32)d->dev_id);
+		else
+			ublk_ctrl_device_command(d->ctrl, UBLK_CMD_DEL_DEV, _IOC_READ | _IOC_WRITE, (__u32)d->dev_id);
 		d->dev_id = -1;
 	}
 	if (d->ctrl) {

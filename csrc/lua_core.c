@@ -77,7 +77,7 @@ static const struct {
 	{ "COMMIT_IO_CMDS", UBLK_IO_COMMIT_IO_CMDS },   { "FETCH_IO_CMDS", UBLK_IO_FETCH_IO_CMDS },
 };
 
-static void set_int(lua_State *L, const char *name, lua_Integer v)
+void ublk_lua_set_int(lua_State *L, const char *name, lua_Integer v)
 {
 	lua_pushinteger(L, v);
 	lua_setfield(L, -2, name);
@@ -102,7 +102,7 @@ static int l_probe_ring(lua_State *L)
 	if (probe) {
 		lua_pushboolean(L, io_uring_opcode_supported(probe, IORING_OP_URING_CMD));
 		lua_setfield(L, -2, "uring_cmd");
-		set_int(L, "last_op", probe->last_op);
+		ublk_lua_set_int(L, "last_op", probe->last_op);
 		io_uring_free_probe(probe);
 	}
 	io_uring_queue_exit(&ring);
@@ -132,7 +132,7 @@ void ublk_lua_open_consts(lua_State *L)
 
 	lua_createtable(L, 0, (int)(sizeof(errnos) / sizeof(errnos[0])));
 	for (i = 0; i < sizeof(errnos) / sizeof(errnos[0]); i++)
-		set_int(L, errnos[i].name, errnos[i].value);
+		ublk_lua_set_int(L, errnos[i].name, errnos[i].value);
 	lua_setfield(L, -2, "errno");
 
 	lua_createtable(L, (int)(sizeof(flag_names) / sizeof(flag_names[0])), 0);
@@ -147,8 +147,8 @@ void ublk_lua_open_consts(lua_State *L)
 		lua_createtable(L, 0, 4);
 		lua_pushstring(L, commands[i].name);
 		lua_setfield(L, -2, "name");
-		set_int(L, "nr", commands[i].nr);
-		set_int(L, "ioctl", (lua_Integer)(unsigned)_IOC((unsigned)commands[i].dir, 'u',
+		ublk_lua_set_int(L, "nr", commands[i].nr);
+		ublk_lua_set_int(L, "ioctl", (lua_Integer)(unsigned)_IOC((unsigned)commands[i].dir, 'u',
 								 (unsigned)commands[i].nr,
 								 sizeof(struct ublksrv_ctrl_cmd)));
 		lua_pushboolean(L, commands[i].nr <= UBLK_CMD_GET_DEV_INFO2);
@@ -162,35 +162,35 @@ void ublk_lua_open_consts(lua_State *L)
 		lua_createtable(L, 0, 3);
 		lua_pushstring(L, io_commands[i].name);
 		lua_setfield(L, -2, "name");
-		set_int(L, "nr", io_commands[i].nr);
-		set_int(L, "ioctl", (lua_Integer)(unsigned)_IOWR('u', io_commands[i].nr, struct ublksrv_io_cmd));
+		ublk_lua_set_int(L, "nr", io_commands[i].nr);
+		ublk_lua_set_int(L, "ioctl", (lua_Integer)(unsigned)_IOWR('u', io_commands[i].nr, struct ublksrv_io_cmd));
 		lua_setfield(L, -2, io_commands[i].name);
 	}
 	lua_setfield(L, -2, "io_commands");
 
 	lua_createtable(L, 0, 16);
-	set_int(L, "MAX_NR_QUEUES", UBLK_MAX_NR_QUEUES);
-	set_int(L, "MAX_QUEUE_DEPTH", UBLK_MAX_QUEUE_DEPTH);
-	set_int(L, "IO_BUF_BITS", UBLK_IO_BUF_BITS);
-	set_int(L, "MAX_IO_BUF_BYTES", 1LL << UBLK_IO_BUF_BITS);
-	set_int(L, "FEATURES_LEN", UBLK_FEATURES_LEN);
-	set_int(L, "MIN_SEGMENT_SIZE", UBLK_MIN_SEGMENT_SIZE);
-	set_int(L, "IORING_OP_URING_CMD", IORING_OP_URING_CMD);
-	set_int(L, "IOC_READ", _IOC_READ);
-	set_int(L, "IOC_WRITE", _IOC_WRITE);
-	set_int(L, "PAGE_SIZE", sysconf(_SC_PAGESIZE));
-	set_int(L, "ONLINE_CPUS", sysconf(_SC_NPROCESSORS_ONLN));
-	set_int(L, "ATTR_READ_ONLY", UBLK_ATTR_READ_ONLY);
-	set_int(L, "ATTR_ROTATIONAL", UBLK_ATTR_ROTATIONAL);
-	set_int(L, "ATTR_VOLATILE_CACHE", UBLK_ATTR_VOLATILE_CACHE);
-	set_int(L, "ATTR_FUA", UBLK_ATTR_FUA);
-	set_int(L, "PARAM_TYPE_BASIC", UBLK_PARAM_TYPE_BASIC);
-	set_int(L, "PARAM_TYPE_DISCARD", UBLK_PARAM_TYPE_DISCARD);
-	set_int(L, "PARAM_TYPE_DEVT", UBLK_PARAM_TYPE_DEVT);
-	set_int(L, "PARAM_TYPE_ZONED", UBLK_PARAM_TYPE_ZONED);
-	set_int(L, "PARAM_TYPE_DMA_ALIGN", UBLK_PARAM_TYPE_DMA_ALIGN);
-	set_int(L, "PARAM_TYPE_SEGMENT", UBLK_PARAM_TYPE_SEGMENT);
-	set_int(L, "PARAM_TYPE_INTEGRITY", UBLK_PARAM_TYPE_INTEGRITY);
+	ublk_lua_set_int(L, "MAX_NR_QUEUES", UBLK_MAX_NR_QUEUES);
+	ublk_lua_set_int(L, "MAX_QUEUE_DEPTH", UBLK_MAX_QUEUE_DEPTH);
+	ublk_lua_set_int(L, "IO_BUF_BITS", UBLK_IO_BUF_BITS);
+	ublk_lua_set_int(L, "MAX_IO_BUF_BYTES", 1LL << UBLK_IO_BUF_BITS);
+	ublk_lua_set_int(L, "FEATURES_LEN", UBLK_FEATURES_LEN);
+	ublk_lua_set_int(L, "MIN_SEGMENT_SIZE", UBLK_MIN_SEGMENT_SIZE);
+	ublk_lua_set_int(L, "IORING_OP_URING_CMD", IORING_OP_URING_CMD);
+	ublk_lua_set_int(L, "IOC_READ", _IOC_READ);
+	ublk_lua_set_int(L, "IOC_WRITE", _IOC_WRITE);
+	ublk_lua_set_int(L, "PAGE_SIZE", sysconf(_SC_PAGESIZE));
+	ublk_lua_set_int(L, "ONLINE_CPUS", sysconf(_SC_NPROCESSORS_ONLN));
+	ublk_lua_set_int(L, "ATTR_READ_ONLY", UBLK_ATTR_READ_ONLY);
+	ublk_lua_set_int(L, "ATTR_ROTATIONAL", UBLK_ATTR_ROTATIONAL);
+	ublk_lua_set_int(L, "ATTR_VOLATILE_CACHE", UBLK_ATTR_VOLATILE_CACHE);
+	ublk_lua_set_int(L, "ATTR_FUA", UBLK_ATTR_FUA);
+	ublk_lua_set_int(L, "PARAM_TYPE_BASIC", UBLK_PARAM_TYPE_BASIC);
+	ublk_lua_set_int(L, "PARAM_TYPE_DISCARD", UBLK_PARAM_TYPE_DISCARD);
+	ublk_lua_set_int(L, "PARAM_TYPE_DEVT", UBLK_PARAM_TYPE_DEVT);
+	ublk_lua_set_int(L, "PARAM_TYPE_ZONED", UBLK_PARAM_TYPE_ZONED);
+	ublk_lua_set_int(L, "PARAM_TYPE_DMA_ALIGN", UBLK_PARAM_TYPE_DMA_ALIGN);
+	ublk_lua_set_int(L, "PARAM_TYPE_SEGMENT", UBLK_PARAM_TYPE_SEGMENT);
+	ublk_lua_set_int(L, "PARAM_TYPE_INTEGRITY", UBLK_PARAM_TYPE_INTEGRITY);
 	lua_setfield(L, -2, "const");
 
 	lua_pushcfunction(L, l_probe_ring);

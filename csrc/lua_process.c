@@ -242,10 +242,7 @@ void ublk_lua_open_process(lua_State *L)
 	lua_setfield(L, -2, "__index");
 	lua_pop(L, 1);
 	luaL_setfuncs(L, process_funcs, 0);
-	lua_pushinteger(L, SIGINT);
-	lua_setfield(L, -2, "SIGINT");
-	lua_pushinteger(L, SIGTERM);
-	lua_setfield(L, -2, "SIGTERM");
-	lua_pushinteger(L, SIGKILL);
-	lua_setfield(L, -2, "SIGKILL");
+	ublk_lua_set_int(L, "SIGINT", SIGINT);
+	ublk_lua_set_int(L, "SIGTERM", SIGTERM);
+	ublk_lua_set_int(L, "SIGKILL", SIGKILL);
 }

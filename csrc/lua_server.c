@@ -28,17 +28,9 @@ void ublk_device_stop_server(struct device_handle *d)
 {
 	if (!d->srv)
 		return;
-	if (d->srv->running && d->ctrl && d->dev_id >= 0) {
-		struct ublksrv_ctrl_cmd header;
-
-		/* STOP_DEV first: in-flight requests are still served while the disk goes away */
-		memset(&header, 0, sizeof(header));
-		header.dev_id = (__u32)d->dev_id;
-		header.queue_id = (__u16)-1;
-		ublk_ctrl_command(d->ctrl, d->ctrl->legacy ? UBLK_CMD_STOP_DEV
-							  : UBLK_U_CMD(_IOC_READ | _IOC_WRITE, UBLK_CMD_STOP_DEV),
-				  &header);
-	}
+	/* STOP_DEV first: in-flight requests are still served while the disk goes away */
+	if (d->srv->running && d->ctrl && d->dev_id >= 0)
+		ublk_ctrl_device_command(d->ctrl, UBLK_CMD_STOP_DEV, _IOC_READ | _IOC_WRITE, (__u32)d->dev_id);
 	ublk_server_free(d->srv);
 	d->srv = NULL;
 }
@@ -242,29 +234,17 @@ static int l_stats(lua_State *L)
 		const struct ublk_queue_stats *st = &d->srv->queues[q]->stats;
 
 		lua_createtable(L, 0, 5);
-		lua_pushinteger(L, (lua_Integer)st->requests);
-		lua_setfield(L, -2, "requests");
-		lua_pushinteger(L, (lua_Integer)st->wakeups);
-		lua_setfield(L, -2, "wakeups");
-		lua_pushinteger(L, (lua_Integer)st->submits);
-		lua_setfield(L, -2, "submits");
-		lua_pushinteger(L, (lua_Integer)st->errors);
-		lua_setfield(L, -2, "errors");
-		lua_pushinteger(L, st->cmd_error);
-		lua_setfield(L, -2, "cmd_error");
+		ublk_lua_set_int(L, "requests", (lua_Integer)st->requests);
+		ublk_lua_set_int(L, "wakeups", (lua_Integer)st->wakeups);
+		ublk_lua_set_int(L, "submits", (lua_Integer)st->submits);
+		ublk_lua_set_int(L, "errors", (lua_Integer)st->errors);
+		ublk_lua_set_int(L, "cmd_error", st->cmd_error);
 		lua_seti(L, -2, q + 1);
 	}
 	lua_setfield(L, -2, "queues");
-	lua_pushinteger(L, d->srv->tgt.ops && d->srv->tgt.ops->memory
-				   ? (lua_Integer)d->srv->tgt.ops->memory(&d->srv->tgt) : 0);
-	lua_setfield(L, -2, "memory");
+	ublk_lua_set_int(L, "memory", d->srv->tgt.ops && d->srv->tgt.ops->memory
+					      ? (lua_Integer)d->srv->tgt.ops->memory(&d->srv->tgt) : 0);
 	return 1;
-}
-
-static void set_int(lua_State *L, const char *k, lua_Integer v)
-{
-	lua_pushinteger(L, v);
-	lua_setfield(L, -2, k);
 }
 
 static long long sysfs_number(unsigned maj, unsigned min, const char *attr)
@@ -336,9 +316,9 @@ static int l_probe_backing(lua_State *L)
 	lua_createtable(L, 0, 7);
 	lua_pushstring(L, is_blk ? "block" : "file");
 	lua_setfield(L, -2, "kind");
-	set_int(L, "size", (lua_Integer)size);
-	set_int(L, "logical_block_size", lbs);
-	set_int(L, "physical_block_size", pbs);
+	ublk_lua_set_int(L, "size", (lua_Integer)size);
+	ublk_lua_set_int(L, "logical_block_size", lbs);
+	ublk_lua_set_int(L, "physical_block_size", pbs);
 	lua_pushboolean(L, discard > 0);
 	lua_setfield(L, -2, "discard");
 	lua_pushboolean(L, dfd >= 0);

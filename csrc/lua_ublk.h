@@ -27,6 +27,9 @@ void ublk_lua_open_process(lua_State *L); /* daemon, notify, signal catcher, kil
 /* Stop the device's queues (STOP_DEV first when they run) and free its data plane. */
 void ublk_device_stop_server(struct device_handle *d);
 
+/* t[name] = v for the table on top of the stack. */
+void ublk_lua_set_int(lua_State *L, const char *name, lua_Integer v);
+
 /* The `nil, "what: strerror", errno` triple of io.open and luaposix. */
 int ublk_lua_fail(lua_State *L, const char *what, int err);
 

@@ -152,7 +152,6 @@ void ublk_queue_complete(struct ublk_queue *q, int tag, int result)
 	q->stats.requests++;
 	if (result < 0)
 		q->stats.errors++;
-	q->ios[tag].flags &= ~IO_REMOTE;
 	queue_cmd(q, tag, UBLK_IO_COMMIT_AND_FETCH_REQ, result);
 }
 

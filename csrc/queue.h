@@ -32,7 +32,6 @@ static inline __u64 ublk_tgt_user_data(int tag, unsigned tgt_data)
 #define IO_CMD_INFLIGHT (1U << 0) /* a FETCH or COMMIT_AND_FETCH for this tag is with the kernel */
 #define IO_ABORTED (1U << 1)      /* the kernel answered UBLK_IO_RES_ABORT: the tag is done */
 #define IO_DIRTY (1U << 2)        /* the buffer holds a write's data (the null target must zero it) */
-#define IO_REMOTE (1U << 3)       /* handed to another thread; completes through the door */
 
 struct ublk_io {
 	unsigned flags;

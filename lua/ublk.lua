@@ -175,6 +175,13 @@ end
 device_mt.__close = function(dev) dev:delete() end
 for k, f in pairs(methods) do Device[k] = f end
 
+-- The id and Lua-side data of a device still owned; using a deleted one is misuse.
+local function owned(dev)
+  local id = dev:_owned()
+  if not id then error("attempt to use a deleted ublk device", 3) end
+  return id, dev:_data()
+end
+
 local function decode_info(bytes)
   local v = core.unpack("dev_info", bytes)
   return {
@@ -259,15 +266,13 @@ end
 
 --- GET_DEV_INFO2, decoded: { id, state, queues, depth, max_io, flags, owner_uid, owner_gid, pid, ... }
 function Device:info()
-  local id = self:_owned()
-  if not id then error("attempt to use a deleted ublk device", 2) end
+  local id = owned(self)
   return info_of(id)
 end
 
 --- GET_PARAMS, decoded into the keys `ublk.new` takes.
 function Device:params()
-  local id = self:_owned()
-  if not id then error("attempt to use a deleted ublk device", 2) end
+  local id = owned(self)
   local size = core.layout("params").size
   local res, out, errno = command("GET_PARAMS", { dev_id = id, buf = string.pack("<I4", size), len = size })
   if not res then return nil, out, errno end
@@ -284,8 +289,7 @@ end
 --- GET_QUEUE_AFFINITY: the CPUs queue `q` is meant to run on.
 -- @return { cpu, ... } | nil, msg, errno
 function Device:queue_affinity(q)
-  local id = self:_owned()
-  if not id then error("attempt to use a deleted ublk device", 2) end
+  local id = owned(self)
   local opts = self:_data().options
   if math.type(q) ~= "integer" or q < 0 or q >= opts.queues then
     error(("queue_affinity: q = %s: must be an integer from 0 to %d"):format(tostring(q), opts.queues - 1), 2)
@@ -331,21 +335,21 @@ local function read_record(id)
   return r
 end
 
--- /dev/ublkbN appears through udev after START_DEV: usable means it opens.
-local function wait_block_device(path, seconds)
+-- Poll `ready()` every 10 ms for up to `seconds`: true once it holds.
+local function wait_until(seconds, ready)
   local deadline = core.monotonic() + seconds
   repeat
-    local f = io.open(path, "rb")
-    if f then f:close() return true end
+    if ready() then return true end
     core.sleep(0.01)
   until core.monotonic() > deadline
   return false
 end
 
-local function served(dev)
-  local id = dev:_owned()
-  if not id then error("attempt to use a deleted ublk device", 3) end
-  return id, dev:_data()
+-- a file that opens (and is closed again)
+local function opens(path)
+  local f = io.open(path, "rb")
+  if f then f:close() end
+  return f ~= nil
 end
 
 --- Start serving: the queue threads fetch first, then START_DEV (which waits for every tag to be
@@ -353,7 +357,7 @@ end
 -- usable. Does nothing when already started.
 -- @return true | nil, msg, errno
 function Device:start()
-  local id, data = served(self)
+  local id, data = owned(self)
   if data.started then return true end
   local tgt = data.target
   if not tgt then
@@ -381,7 +385,8 @@ function Device:start()
     return nil, msg, errno
   end
   data.started, data.was_served = true, true
-  if not wait_block_device(data.path, 10) then
+  -- /dev/ublkbN appears through udev after START_DEV: usable means it opens
+  if not wait_until(10, function() return opens(data.path) end) then
     self:stop()
     return nil, ("device %d: START_DEV succeeded but %s did not appear within 10 s (is devtmpfs or udev running?)"):format(id, data.path), core.errno.ENODEV
   end
@@ -393,7 +398,7 @@ end
 -- threads end and are joined. The device stays until `delete`/`close`. Does nothing when not started.
 -- @return true | nil, msg, errno
 function Device:stop()
-  local id, data = served(self)
+  local id, data = owned(self)
   local ok, msg, errno = true, nil, nil
   if self:_serving() > 0 or data.started then
     local res, m, e = command("STOP_DEV", { dev_id = id })
@@ -409,7 +414,7 @@ end
 -- Starts the device first when `dev:start()` was not called.
 -- @return true, reason ("signal SIGINT", "signal SIGTERM", "stopped") | nil, msg, errno
 function Device:run()
-  local id, data = served(self)
+  local id, data = owned(self)
   if not data.started then
     local ok, msg, errno = self:start()
     if not ok then self:delete() return nil, msg, errno end
@@ -434,7 +439,7 @@ end
 --- Counters of the data plane: { queues = { {requests, wakeups, submits, errors, cmd_error}, ... },
 -- memory } (memory: bytes the ram target holds), or nil when not served.
 function Device:stats()
-  served(self)
+  owned(self)
   return self:_stats()
 end
 
@@ -488,28 +493,18 @@ function M.delete(id, wait)
   local c, msg, errno = control()
   if not c then return nil, msg, errno end
   local function gone(seconds)
-    local deadline = core.monotonic() + seconds
-    repeat
-      local f = io.open("/sys/class/ublk-char/ublkc" .. id)
-      if not f then return true end
-      f:close()
-      core.sleep(0.02)
-    until core.monotonic() > deadline
-    return false
+    return wait_until(seconds, function() return not opens("/sys/class/ublk-char/ublkc" .. id) end)
   end
   -- A live server is asked to stop (SIGTERM: it stops, then deletes the device itself); one that
   -- does not within `wait` seconds is killed, and the device deleted here.
   local function exited(pid, seconds) -- gone, or a zombie nobody has reaped yet
-    local deadline = core.monotonic() + seconds
-    repeat
+    return wait_until(seconds, function()
       local f = io.open(("/proc/%d/stat"):format(pid))
       if not f then return true end
       local st = f:read("a"):match("^%d+ %b() (%a)")
       f:close()
-      if st == "Z" then return true end
-      core.sleep(0.02)
-    until core.monotonic() > deadline
-    return false
+      return st == "Z"
+    end)
   end
   local info = info_of(id)
   if info and info.pid > 0 and info.pid ~= core.getpid() and core.kill(info.pid, 0) then

@@ -248,20 +248,29 @@ function commands.add(ublk, opts, a)
   local function announce(dev, pid)
     return ("ublk device %d: %s (target %s, server pid %d)"):format(dev.id, dev.path, opts.target, pid)
   end
-  -- SIGINT/SIGTERM from here on are read by run(), even when they come while the device starts
-  -- (`ublk del` may signal the server as soon as START_DEV has published its pid)
-  if a.foreground then
+  -- Create and start the device. SIGINT/SIGTERM from here on are read by run(), even when they
+  -- come while it starts (`ublk del` may signal the server once START_DEV has published its pid).
+  local function bring_up()
     local early = core.catch_signals { core.SIGINT, core.SIGTERM }
     local dev, msg = ublk.new(opts)
-    if dev then dev:_data().catcher = early else early:close() end
-    if not dev then err("%s", msg) return 1 end
+    if not dev then early:close() return nil, msg end
+    dev:_data().catcher = early
     local started, smsg = dev:start()
-    if not started then dev:delete() err("%s", smsg) return 1 end
+    if not started then dev:delete() return nil, smsg end
+    return dev
+  end
+  local function serve(dev)
+    local done, reason = dev:run()
+    return done, done and ("ublk device %d: stopped (%s) and deleted"):format(dev.id, reason) or reason
+  end
+  if a.foreground then
+    local dev, msg = bring_up()
+    if not dev then err("%s", msg) return 1 end
     out("%s", announce(dev, core.getpid()))
     io.stdout:flush()
-    local done, reason = dev:run()
-    if not done then err("%s", reason) return 1 end
-    out("ublk device %d: stopped (%s) and deleted", dev.id, reason)
+    local done, what = serve(dev)
+    if not done then err("%s", what) return 1 end
+    out("%s", what)
     return 0
   end
   local role, report, pid, status = core.daemon(a.log)
@@ -280,23 +289,15 @@ function commands.add(ublk, opts, a)
   end
   -- the background server: tell the parent once live, or why not
   local fd = report
-  local early = core.catch_signals { core.SIGINT, core.SIGTERM }
-  local xok, dev, msg = xpcall(function()
-    local dev, msg = ublk.new(opts)
-    if dev then dev:_data().catcher = early end
-    if not dev then return nil, msg end
-    local started, smsg = dev:start()
-    if not started then dev:delete() return nil, smsg end
-    return dev
-  end, debug.traceback)
+  local xok, dev, msg = xpcall(bring_up, debug.traceback)
   if not xok then dev, msg = nil, "internal error: " .. tostring(dev) end
   if not dev then
     core.notify(fd, "error " .. tostring(msg) .. "\n")
     os.exit(1)
   end
   core.notify(fd, "ready " .. announce(dev, core.getpid()) .. "\n")
-  local done, reason = dev:run()
-  io.stderr:write(("ublk device %d: %s\n"):format(dev.id, done and ("stopped (" .. reason .. ") and deleted") or reason))
+  local done, what = serve(dev)
+  io.stderr:write(what, "\n")
   os.exit(done and 0 or 1)
 end
 
