@@ -19,7 +19,7 @@ ASAN_OBJS := $(SRCS:csrc/%.c=build/asan-obj/%.o)
 
 # Debian packages the build, the specs, the VM and the demo need.
 DEB_PACKAGES := liblua5.4-dev lua5.4 liburing-dev luarocks lua-busted fio qemu-system-x86 \
-                busybox-static cpio xz-utils zstd kmod gcc make e2fsprogs util-linux nbdkit nbd-client lua-dkjson
+                busybox-static cpio xz-utils zstd kmod gcc make e2fsprogs util-linux nbdkit nbdkit-plugin-lua nbd-client lua-dkjson lua-luv
 
 .PHONY: all asan deps test test-host test-kernel demo bench clean
 all: build/ublk/core.so

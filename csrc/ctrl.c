@@ -61,31 +61,50 @@ void ublk_ctrl_prep(unsigned char image[128], int fd, __u32 cmd_op, const struct
 	memcpy(sqe->cmd, header, sizeof(*header));
 }
 
-int ublk_ctrl_run(struct ublk_ctrl *c, const unsigned char image[128], int *from_ring)
+int ublk_ctrl_submit(struct ublk_ctrl *c, const unsigned char image[128])
 {
-	struct io_uring_sqe *sqe;
-	struct io_uring_cqe *cqe;
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&c->ring);
 	int ret;
 
-	if (from_ring)
-		*from_ring = 1;
-	sqe = io_uring_get_sqe(&c->ring);
 	if (!sqe)
 		return -EBUSY; /* cannot happen: one command at a time, each reaped before the next */
 	memcpy(sqe, image, 128);
 	ret = io_uring_submit(&c->ring);
-	if (ret < 0)
-		return ret;
+	return ret < 0 ? ret : 0;
+}
+
+int ublk_ctrl_reap(struct ublk_ctrl *c, int wait, int *res)
+{
+	struct io_uring_cqe *cqe;
+	int ret;
+
 	do
-		ret = io_uring_wait_cqe(&c->ring, &cqe);
+		ret = wait ? io_uring_wait_cqe(&c->ring, &cqe) : io_uring_peek_cqe(&c->ring, &cqe);
 	while (ret == -EINTR);
+	if (ret == -EAGAIN && !wait)
+		return 0;
 	if (ret < 0)
 		return ret;
-	ret = cqe->res;
+	*res = cqe->res;
 	io_uring_cqe_seen(&c->ring, cqe);
+	return 1;
+}
+
+int ublk_ctrl_run(struct ublk_ctrl *c, const unsigned char image[128], int *from_ring)
+{
+	int ret, res = 0;
+
+	if (from_ring)
+		*from_ring = 1;
+	ret = ublk_ctrl_submit(c, image);
+	if (ret < 0)
+		return ret;
+	ret = ublk_ctrl_reap(c, 1, &res);
+	if (ret < 0)
+		return ret;
 	if (from_ring)
 		*from_ring = 0;
-	return ret;
+	return res;
 }
 
 int ublk_ctrl_device_command(struct ublk_ctrl *c, unsigned nr, unsigned dir, __u32 dev_id)

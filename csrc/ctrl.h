@@ -25,6 +25,13 @@ void ublk_ctrl_prep(unsigned char sqe[128], int fd, __u32 cmd_op, const struct u
  */
 int ublk_ctrl_run(struct ublk_ctrl *c, const unsigned char sqe[128], int *from_ring);
 
+/* The two halves of ublk_ctrl_run, for a caller with other work while the kernel works (the Lua
+ * thread serving its own device's requests during START_DEV and STOP_DEV): submit (0 or -errno of
+ * the ring), then reap: 1 with *res set, 0 when not there yet (wait = 0), or -errno of the ring.
+ * The ring's fd polls readable once the answer is there. */
+int ublk_ctrl_submit(struct ublk_ctrl *c, const unsigned char sqe[128]);
+int ublk_ctrl_reap(struct ublk_ctrl *c, int wait, int *res);
+
 /* A bufferless command about one device (STOP_DEV, DEL_DEV...) for callers that need no trace: the
  * legacy number or the ioctl encoding (direction dir), as the ring was told. The CQE's res. */
 int ublk_ctrl_device_command(struct ublk_ctrl *c, unsigned nr, unsigned dir, __u32 dev_id);

@@ -44,13 +44,15 @@ static int l_open_control(lua_State *L)
 }
 
 /**
- * control:command(cmd_op, dev_id, queue_id, data, buf, buflen [, trace [, dev_path]]) -> res, out, sqe
+ * control:command(cmd_op, dev_id, queue_id, data, buf, buflen [, trace [, dev_path [, idle]]]) -> res, out, sqe
  * Sends one command with a buffer of buflen bytes (initialised from the string buf, zero-filled past
  * it; no buffer when buflen is 0). With dev_path, the buffer starts with that path and its NUL
  * (dev_path_len covers both), as GET_DEV_INFO2 and unprivileged devices want; out is still only the
  * payload. trace(sqe, buffer), when given, is called just before the SQE is submitted. res is the
  * kernel's answer (>= 0, or -errno); out the payload afterwards; sqe the 128-byte SQE.
- * When the ring itself fails: nil, msg, errno.
+ * idle(ring_fd), when given, is called again and again while the kernel works on the command, for
+ * a caller that must keep serving meanwhile (it should poll ring_fd); an error it raises is raised
+ * once the command is answered. When the ring itself fails: nil, msg, errno.
  */
 static int l_command(lua_State *L)
 {
@@ -102,7 +104,29 @@ static int l_command(lua_State *L)
 			lua_pushnil(L);
 		lua_call(L, 2, 0);
 	}
-	ret = ublk_ctrl_run(h->ctrl, sqe, &from_ring);
+	if (lua_isfunction(L, 10)) {
+		int res = 0, idle_failed = 0;
+
+		from_ring = 1;
+		ret = ublk_ctrl_submit(h->ctrl, sqe);
+		while (ret == 0) {
+			ret = ublk_ctrl_reap(h->ctrl, idle_failed, &res);
+			if (ret != 0 || idle_failed)
+				break;
+			lua_pushvalue(L, 10);
+			lua_pushinteger(L, h->ctrl->ring.ring_fd);
+			if (lua_pcall(L, 1, 0, 0) != LUA_OK)
+				idle_failed = lua_gettop(L); /* keep the error; wait without it */
+		}
+		if (idle_failed)
+			return lua_error(L);
+		if (ret > 0) {
+			from_ring = 0;
+			ret = res;
+		}
+	} else {
+		ret = ublk_ctrl_run(h->ctrl, sqe, &from_ring);
+	}
 	if (from_ring)
 		return ublk_lua_fail(L, "io_uring_submit on /dev/ublk-control", -ret);
 	if (total > 0) {
@@ -168,6 +192,7 @@ static int l_device(lua_State *L)
 	d->dev_id = -1;
 	d->srv = NULL;
 	d->was_served = 0;
+	d->bridge = NULL;
 	luaL_setmetatable(L, UBLK_DEVICE_MT);
 	lua_newtable(L);
 	lua_setiuservalue(L, -2, 1);
@@ -238,6 +263,8 @@ static int l_device_gc(lua_State *L)
 		ublk_ctrl_unref(d->ctrl);
 		d->ctrl = NULL;
 	}
+	ublk_bridge_free(d->bridge);
+	d->bridge = NULL;
 	return 0;
 }
 

@@ -34,6 +34,16 @@ static const struct {
 #undef E
 };
 
+int ublk_errno_by_name(const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < sizeof(errnos) / sizeof(errnos[0]); i++)
+		if (strcmp(errnos[i].name, name) == 0)
+			return errnos[i].value;
+	return 0;
+}
+
 /* Device flags by bit, in the kernel's words (UBLK_F_<NAME> lower-cased). */
 static const char *const flag_names[] = {
 	"support_zero_copy", "uring_cmd_comp_in_task", "need_get_data", "user_recovery",
@@ -210,6 +220,7 @@ int luaopen_ublk_core(lua_State *L)
 	ublk_lua_open_control(L);
 	ublk_lua_open_server(L);
 	ublk_lua_open_process(L);
+	ublk_lua_open_bridge(L);
 	ublk_lua_open_consts(L);
 	return 1;
 }

@@ -4,6 +4,7 @@
  * (`dev:run()`), sending signals (`ublk del`), and a sleep.
  */
 #include <errno.h>
+#include <poll.h>
 #include <fcntl.h>
 #include <lauxlib.h>
 #include <lua.h>
@@ -214,7 +215,45 @@ static int l_monotonic(lua_State *L)
 	return 1;
 }
 
+/**
+ * core.poll(timeout_seconds, fd, events [, fd, events ...]) -> revents, ... (0s on timeout)
+ *   | nil, msg, errno
+ * events: 1 readable (POLLIN), 4 writable (POLLOUT); a negative timeout waits for ever. For the
+ * Lua thread outside any handler, where waiting may block.
+ */
+static int l_poll(lua_State *L)
+{
+	struct pollfd p[8];
+	double timeout = luaL_checknumber(L, 1);
+	int n = (lua_gettop(L) - 1) / 2, i, ret;
+
+	luaL_argcheck(L, n >= 1 && n <= 8, 2, "one to eight fd, events pairs");
+	for (i = 0; i < n; i++) {
+		p[i].fd = (int)luaL_checkinteger(L, 2 + 2 * i);
+		p[i].events = (short)luaL_checkinteger(L, 3 + 2 * i);
+		p[i].revents = 0;
+	}
+	do
+		ret = poll(p, (nfds_t)n, timeout < 0 ? -1 : (int)(timeout * 1000 + 0.999));
+	while (ret < 0 && errno == EINTR);
+	if (ret < 0)
+		return ublk_lua_fail(L, "poll", errno);
+	for (i = 0; i < n; i++)
+		lua_pushinteger(L, p[i].revents);
+	return n;
+}
+
+/** core.exists(path) -> whether path names something (without opening it: a block device's open
+ * may read from the device) */
+static int l_exists(lua_State *L)
+{
+	lua_pushboolean(L, access(luaL_checkstring(L, 1), F_OK) == 0);
+	return 1;
+}
+
 static const luaL_Reg process_funcs[] = {
+	{ "exists", l_exists },
+	{ "poll", l_poll },
 	{ "daemon", l_daemon },
 	{ "notify", l_notify },
 	{ "catch_signals", l_catch_signals },

@@ -28,11 +28,15 @@ void ublk_device_stop_server(struct device_handle *d)
 {
 	if (!d->srv)
 		return;
+	/* No Lua can run here (the collector's path): what Lua holds is answered EIO, and the queue
+	 * threads answer hooked requests themselves, so STOP_DEV cannot wait on Lua. */
+	ublk_bridge_abandon(d->bridge);
 	/* STOP_DEV first: in-flight requests are still served while the disk goes away */
 	if (d->srv->running && d->ctrl && d->dev_id >= 0)
 		ublk_ctrl_device_command(d->ctrl, UBLK_CMD_STOP_DEV, _IOC_READ | _IOC_WRITE, (__u32)d->dev_id);
 	ublk_server_free(d->srv);
 	d->srv = NULL;
+	ublk_bridge_detach(d->bridge);
 }
 
 static struct device_handle *check_owned(lua_State *L)
@@ -62,7 +66,7 @@ static int l_serve(lua_State *L)
 	struct ublk_server_config cfg;
 	const char *why = "";
 	char what[160];
-	int ret;
+	int ret, hooks_pass;
 
 	luaL_checktype(L, 2, LUA_TTABLE);
 	if (d->srv)
@@ -87,6 +91,10 @@ static int l_serve(lua_State *L)
 	lua_getfield(L, 2, "read_only");
 	cfg.tgt.read_only = lua_toboolean(L, -1);
 	lua_pop(L, 2);
+	cfg.hook_mask = (unsigned)opt_field(L, 2, "hooks", 0);
+	lua_getfield(L, 2, "hooks_pass");
+	hooks_pass = lua_toboolean(L, -1);
+	lua_pop(L, 1);
 	cfg.tgt.nr_queues = cfg.nr_queues;
 	cfg.tgt.depth = cfg.depth;
 	luaL_argcheck(L, cfg.nr_queues >= 1 && cfg.nr_queues <= (int)UBLK_MAX_NR_QUEUES, 2, "queues out of range");
@@ -98,6 +106,14 @@ static int l_serve(lua_State *L)
 		d->srv = NULL;
 		snprintf(what, sizeof(what), "%s", why);
 		return ublk_lua_fail(L, what, -ret);
+	}
+	if (cfg.hook_mask) {
+		ret = ublk_bridge_attach(d, hooks_pass);
+		if (ret < 0) {
+			ublk_server_free(d->srv);
+			d->srv = NULL;
+			return ublk_lua_fail(L, "setting up the Lua side of the device", -ret);
+		}
 	}
 	lua_pushboolean(L, 1);
 	return 1;
@@ -159,8 +175,10 @@ static int l_stop_queues(lua_State *L)
 	struct device_handle *d = luaL_checkudata(L, 1, UBLK_DEVICE_MT);
 
 	if (d->srv) {
+		ublk_bridge_abandon(d->bridge); /* nothing may wait on Lua while the threads are joined */
 		ublk_server_free(d->srv);
 		d->srv = NULL;
+		ublk_bridge_detach(d->bridge);
 	}
 	return 0;
 }
@@ -175,17 +193,19 @@ static int l_serving(lua_State *L)
 }
 
 /**
- * device:_wait(timeout_seconds [, signal_fd]) -> "ended" | "signal", signo | "timeout"
+ * device:_wait(timeout_seconds [, signal_fd [, work_fd]]) -> "ended" | "signal", signo | "work" | "timeout"
  * Sleeps until a queue thread ends (the kernel stopped the device, or a queue failed), a signal
- * arrives on signal_fd (a signalfd), or the timeout passes (negative: no timeout).
+ * arrives on signal_fd (a signalfd), work_fd (the device's Lua side) is readable, or the timeout
+ * passes (negative: no timeout).
  */
 static int l_wait(lua_State *L)
 {
 	struct device_handle *d = luaL_checkudata(L, 1, UBLK_DEVICE_MT);
 	double timeout = luaL_optnumber(L, 2, -1);
 	int sfd = (int)luaL_optinteger(L, 3, -1);
-	struct pollfd pfd[2];
-	int n = 0, ret;
+	int wfd = (int)luaL_optinteger(L, 4, -1);
+	struct pollfd pfd[3];
+	int n = 0, ret, work = -1;
 
 	if (!d->srv || ublk_server_alive(d->srv) < d->srv->nr_queues) {
 		lua_pushliteral(L, "ended");
@@ -197,10 +217,15 @@ static int l_wait(lua_State *L)
 		pfd[n].fd = sfd;
 		pfd[n++].events = POLLIN;
 	}
+	if (wfd >= 0) {
+		work = n;
+		pfd[n].fd = wfd;
+		pfd[n++].events = POLLIN;
+	}
 	ret = poll(pfd, (nfds_t)n, timeout < 0 ? -1 : (int)(timeout * 1000));
 	if (ret < 0 && errno != EINTR)
 		return ublk_lua_fail(L, "poll", errno);
-	if (n > 1 && (pfd[1].revents & POLLIN)) {
+	if (sfd >= 0 && (pfd[1].revents & POLLIN)) {
 		struct signalfd_siginfo si;
 
 		if (read(sfd, &si, sizeof(si)) == sizeof(si)) {
@@ -208,6 +233,10 @@ static int l_wait(lua_State *L)
 			lua_pushinteger(L, si.ssi_signo);
 			return 2;
 		}
+	}
+	if (work >= 0 && (pfd[work].revents & POLLIN)) {
+		lua_pushliteral(L, "work");
+		return 1;
 	}
 	if (ublk_server_alive(d->srv) < d->srv->nr_queues) {
 		lua_pushliteral(L, "ended");

@@ -9,6 +9,7 @@
 
 struct ublk_ctrl;
 struct ublk_server;
+struct ublk_bridge;
 
 /* ublk.device: owns one kernel device and, once served, its data plane. */
 struct device_handle {
@@ -16,6 +17,7 @@ struct device_handle {
 	long long dev_id;         /* -1: owns no kernel device */
 	struct ublk_server *srv;  /* the queues and target, or NULL */
 	int was_served;           /* queues ran once: delete with DEL_DEV_ASYNC */
+	struct ublk_bridge *bridge; /* the Lua side of hooked requests, or NULL */
 };
 
 void ublk_lua_open_layout(lua_State *L);  /* layout, pack, unpack */
@@ -23,9 +25,22 @@ void ublk_lua_open_control(lua_State *L); /* open_control, device, the two metat
 void ublk_lua_open_consts(lua_State *L);  /* errno, flags, commands, limits, probes */
 void ublk_lua_open_server(lua_State *L);  /* the device's data-plane methods; probe_backing */
 void ublk_lua_open_process(lua_State *L); /* daemon, notify, signal catcher, kill */
+void ublk_lua_open_bridge(lua_State *L);  /* requests for Lua: the device's bridge methods */
 
 /* Stop the device's queues (STOP_DEV first when they run) and free its data plane. */
 void ublk_device_stop_server(struct device_handle *d);
+
+/* Attach a bridge to a device just served with hooks (hook_mask != 0): 0 or -errno. */
+int ublk_bridge_attach(struct device_handle *d, int hooks_pass);
+/* Answer -EIO for every request the Lua side still holds or has not taken, and refuse new ones
+ * (the queue threads answer them): what a stop needs before joining. How many were answered. */
+int ublk_bridge_abandon(struct ublk_bridge *b);
+/* After the server is freed; then, at the device's end, free. */
+void ublk_bridge_detach(struct ublk_bridge *b);
+void ublk_bridge_free(struct ublk_bridge *b);
+
+/* EIO for "EIO": the errno of a name core.errno knows, or 0. */
+int ublk_errno_by_name(const char *name);
 
 /* t[name] = v for the table on top of the stack. */
 void ublk_lua_set_int(lua_State *L, const char *name, lua_Integer v);

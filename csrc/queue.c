@@ -79,7 +79,8 @@ int ublk_queue_new(struct ublk_queue **out, struct ublk_server *srv, int q_id)
 		goto fail;
 	}
 	q->remote = calloc((size_t)q->depth, sizeof(q->remote[0]));
-	if (!q->remote) {
+	q->to_lua = calloc((size_t)q->depth, sizeof(q->to_lua[0]));
+	if (!q->remote || !q->to_lua) {
 		ret = -ENOMEM;
 		goto fail;
 	}
@@ -102,6 +103,7 @@ void ublk_queue_free(struct ublk_queue *q)
 	if (q->door >= 0)
 		close(q->door);
 	free(q->remote);
+	free(q->to_lua);
 	pthread_mutex_destroy(&q->remote_lock);
 	free(q);
 }
@@ -155,16 +157,18 @@ void ublk_queue_complete(struct ublk_queue *q, int tag, int result)
 	queue_cmd(q, tag, UBLK_IO_COMMIT_AND_FETCH_REQ, result);
 }
 
-int ublk_queue_complete_remote(struct ublk_queue *q, int tag, int result)
+int ublk_queue_complete_remote_batch(struct ublk_queue *q, const struct ublk_remote_done *done, int n)
 {
 	__u64 one = 1;
 	int first;
 
+	if (n <= 0)
+		return 0;
 	pthread_mutex_lock(&q->remote_lock);
 	first = q->nr_remote == 0;
-	q->remote[q->nr_remote].tag = tag;
-	q->remote[q->nr_remote].result = result;
-	q->nr_remote++;
+	/* cannot overflow: a tag comes back at most once per hand-off, and there are depth tags */
+	memcpy(q->remote + q->nr_remote, done, (size_t)n * sizeof(done[0]));
+	q->nr_remote += n;
 	pthread_mutex_unlock(&q->remote_lock);
 	/* One knock per batch: the queue drains the whole list on each wake-up. */
 	if (first && write(q->door, &one, sizeof(one)) < 0)
@@ -182,6 +186,15 @@ void ublk_queue_request_stop(struct ublk_queue *q)
 	}
 }
 
+/* The target's turn: bytes/-errno now, or it queued SQEs and answers from io_done. */
+static void serve_target(struct ublk_queue *q, int tag, const struct ublksrv_io_desc *iod)
+{
+	int ret = q->tgt->ops->queue_io(q, tag, iod, ublk_queue_buf(q, tag));
+
+	if (ret != UBLK_IO_QUEUED)
+		ublk_queue_complete(q, tag, ret);
+}
+
 static void drain_remote(struct ublk_queue *q)
 {
 	struct ublk_remote_done done[64];
@@ -193,25 +206,53 @@ static void drain_remote(struct ublk_queue *q)
 		memcpy(done, q->remote + q->nr_remote - n, (size_t)n * sizeof(done[0]));
 		q->nr_remote -= n;
 		pthread_mutex_unlock(&q->remote_lock);
-		for (i = 0; i < n; i++)
-			ublk_queue_complete(q, done[i].tag, done[i].result);
+		for (i = 0; i < n; i++) {
+			q->lua_inflight--;
+			if (done[i].pass)
+				serve_target(q, done[i].tag, &q->descs[done[i].tag]);
+			else
+				ublk_queue_complete(q, done[i].tag, done[i].result);
+		}
 	} while (n == 64);
+}
+
+/* This wake-up's requests for Lua join the shared list in one go; when the Lua side is gone they
+ * are answered here. */
+static void flush_to_lua(struct ublk_queue *q)
+{
+	int i;
+
+	if (!q->nr_to_lua)
+		return;
+	if (ublk_handoff_push(&q->srv->handoff, q->to_lua, q->nr_to_lua) < 0) {
+		for (i = 0; i < q->nr_to_lua; i++) {
+			q->lua_inflight--;
+			ublk_queue_complete(q, q->to_lua[i].tag, -EIO);
+		}
+	}
+	q->nr_to_lua = 0;
 }
 
 static void serve(struct ublk_queue *q, int tag)
 {
-	const struct ublk_target *t = &q->srv->tgt;
+	const struct ublk_target *t = q->tgt;
 	struct ublksrv_io_desc iod = q->descs[tag]; /* one read of the shared descriptor */
 	unsigned op = ublksrv_get_op(&iod);
-	int ret;
 
 	/* READ_ONLY only makes the disk read-only to user space: in-kernel writers still reach us */
-	if (t->read_only && (op == UBLK_IO_OP_WRITE || op == UBLK_IO_OP_DISCARD || op == UBLK_IO_OP_WRITE_ZEROES))
-		ret = -EROFS;
-	else
-		ret = t->ops->queue_io(q, tag, &iod, ublk_queue_buf(q, tag));
-	if (ret != UBLK_IO_QUEUED)
-		ublk_queue_complete(q, tag, ret);
+	if (t->read_only && (op == UBLK_IO_OP_WRITE || op == UBLK_IO_OP_DISCARD || op == UBLK_IO_OP_WRITE_ZEROES)) {
+		ublk_queue_complete(q, tag, -EROFS);
+	} else if (ublk_handoff_hooks(&q->srv->handoff, op)) {
+		struct ublk_handoff_req *r = &q->to_lua[q->nr_to_lua++];
+
+		r->q_id = (uint16_t)q->q_id;
+		r->tag = (uint16_t)tag;
+		r->pad = 0;
+		r->iod = iod;
+		q->lua_inflight++;
+	} else {
+		serve_target(q, tag, &iod);
+	}
 }
 
 static void handle_cqe(struct ublk_queue *q, const struct io_uring_cqe *cqe)
@@ -243,7 +284,8 @@ static void handle_cqe(struct ublk_queue *q, const struct io_uring_cqe *cqe)
 		break;
 	case UD_EVENT:
 		drain_remote(q);
-		if (cqe->res == (int)sizeof(q->door_value) && !atomic_load(&q->stop))
+		/* re-armed even when stopping: requests still with the Lua thread come back this way */
+		if (cqe->res == (int)sizeof(q->door_value))
 			arm_door(q);
 		break;
 	default:
@@ -311,7 +353,8 @@ static void serve_loop(struct ublk_queue *q)
 		unsigned head, n = 0;
 		int ret;
 
-		if (q->tgt_inflight == 0 && (atomic_load(&q->stop) || q->cmd_inflight == 0))
+		flush_to_lua(q);
+		if (q->tgt_inflight == 0 && q->lua_inflight == 0 && (atomic_load(&q->stop) || q->cmd_inflight == 0))
 			break;
 		ret = io_uring_submit_and_wait(&q->ring, 1);
 		if (ret < 0 && ret != -EINTR && ret != -EAGAIN && ret != -EBUSY) {

@@ -12,6 +12,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include "handoff.h"
 #include "ublk_uapi.h"
 
 struct ublk_server;
@@ -39,8 +40,10 @@ struct ublk_io {
 	int result;       /* the target's running result for multi-SQE requests */
 };
 
+/* A request the Lua thread hands back: answered with result, or passed to the C target. */
 struct ublk_remote_done {
-	int tag;
+	uint16_t tag;
+	uint16_t pass; /* run the target's queue_io on it (a hook said "pass") */
 	int result;
 };
 
@@ -71,6 +74,9 @@ struct ublk_queue {
 	int has_cpus;
 	int cmd_inflight;              /* uring_cmds with the kernel */
 	int tgt_inflight;              /* target SQEs with the kernel */
+	int lua_inflight;              /* requests handed to the Lua thread, not yet back */
+	int nr_to_lua;                 /* this wake-up's hand-offs, pushed before the thread sleeps */
+	struct ublk_handoff_req *to_lua; /* depth slots */
 	int kernel_stopping;           /* an ABORT was seen */
 	atomic_int stop;               /* asked to stop by the owner */
 	pthread_mutex_t remote_lock;
@@ -89,8 +95,9 @@ void *ublk_queue_main(void *arg);
 
 /* Called by a target on the queue thread: the request in tag is done. */
 void ublk_queue_complete(struct ublk_queue *q, int tag, int result);
-/* Called from any other thread: the request in tag, handed off earlier, is done. Never blocks on the queue. */
-int ublk_queue_complete_remote(struct ublk_queue *q, int tag, int result);
+/* Called from any other thread: requests handed off earlier come back (answered, or to pass to the
+ * target). Never blocks on the queue; one knock on its door per batch. 0 or -errno of the knock. */
+int ublk_queue_complete_remote_batch(struct ublk_queue *q, const struct ublk_remote_done *done, int n);
 /* Ask the thread to stop once nothing is in flight (any thread). */
 void ublk_queue_request_stop(struct ublk_queue *q);
 

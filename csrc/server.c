@@ -73,6 +73,11 @@ int ublk_server_new(struct ublk_server **out, const struct ublk_server_config *c
 		ret = -ENOMEM;
 		goto fail;
 	}
+	ret = ublk_handoff_init(&s->handoff, cfg->hook_mask, (size_t)s->nr_queues * (size_t)s->depth);
+	if (ret < 0) {
+		*why = "setting up the hand-off to Lua";
+		goto fail;
+	}
 	s->notify = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (s->notify < 0) {
 		ret = -errno;
@@ -226,6 +231,7 @@ void ublk_server_free(struct ublk_server *s)
 		close(s->cdev_fd);
 	if (s->notify >= 0)
 		close(s->notify);
+	ublk_handoff_destroy(&s->handoff);
 	pthread_cond_destroy(&s->cond);
 	pthread_mutex_destroy(&s->lock);
 	free(s);

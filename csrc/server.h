@@ -19,6 +19,7 @@ struct ublk_server {
 	int legacy;             /* send legacy io opcodes */
 	int cdev_fd;
 	struct ublk_target tgt;
+	struct ublk_handoff handoff; /* requests for the Lua thread (hooked ops only) */
 	int notify;             /* eventfd: a queue thread ended (for the owner's wait) */
 	pthread_mutex_t lock;   /* guards the start-up tallies */
 	pthread_cond_t cond;
@@ -38,6 +39,7 @@ struct ublk_server_config {
 	unsigned buf_size;
 	int legacy;
 	int open_timeout_ms; /* how long to retry ENOENT/EACCES/EBUSY on /dev/ublkcN */
+	unsigned hook_mask;  /* 1 << UBLK_IO_OP_*: ops handed to the Lua thread */
 	struct ublk_target_config tgt;
 };
 

@@ -5,7 +5,8 @@
  * The queue thread calls queue_io for each request the kernel hands it. The target either answers at
  * once (returns bytes done, 0, or -errno) or returns UBLK_IO_QUEUED after putting SQEs on the queue's
  * own ring (user_data from ublk_tgt_user_data), answering later from io_done with
- * ublk_queue_complete(). A target that answers from another thread uses ublk_queue_complete_remote().
+ * ublk_queue_complete(). Requests answered by another thread come back through
+ * ublk_queue_complete_remote_batch().
  */
 #ifndef LUA_UBLK_TARGET_H
 #define LUA_UBLK_TARGET_H
@@ -67,5 +68,6 @@ const struct ublk_target_ops *ublk_target_find(const char *name);
 extern const struct ublk_target_ops ublk_target_null;
 extern const struct ublk_target_ops ublk_target_ram;
 extern const struct ublk_target_ops ublk_target_file;
+extern const struct ublk_target_ops ublk_target_lua;
 
 #endif

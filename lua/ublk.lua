@@ -13,6 +13,7 @@ local params = require("ublk.params")
 local errors = require("ublk.errors")
 local decode = require("ublk.decode")
 local targets = require("ublk.targets")
+local handler = require("ublk.handler")
 
 local M = {
   version = "0.1.0",
@@ -114,7 +115,7 @@ local function command(name, a)
       end
     end
   end
-  local res, out, sqe = c:command(op, dev_id, queue_id, a.data or 0, a.buf, a.len, tracer, a.dev_path)
+  local res, out, sqe = c:command(op, dev_id, queue_id, a.data or 0, a.buf, a.len, tracer, a.dev_path, a.idle)
   if res == nil then return nil, out, sqe end -- the ring itself failed
   if state.trace then
     if res < 0 then
@@ -364,12 +365,24 @@ function Device:start()
     error("dev:start: this device has no target: create it with target = 'null', 'ram' or 'file'", 2)
   end
   local o = data.options
+  local lua_ops = tgt.handler or tgt.hooks
   local cfg = { target = tgt.target, path = tgt.path, offset = tgt.offset, direct = tgt.direct,
     size = o.size, block_size = o.block_size, read_only = o.read_only,
-    queues = o.queues, depth = o.depth, max_io = o.max_io }
+    queues = o.queues, depth = o.depth, max_io = o.max_io,
+    hooks = 0, hooks_pass = tgt.hooks ~= nil }
+  local by_op = {}
+  for name, fn in pairs(lua_ops or {}) do
+    by_op[handler.ops[name]] = fn
+    cfg.hooks = cfg.hooks | (1 << handler.ops[name])
+  end
   local ok, msg, errno = self:_serve(cfg)
   if not ok then
     return nil, ("device %d (%s target): %s"):format(id, tgt.target, explain_open(data.char_path, msg, errno)), errno
+  end
+  if lua_ops then
+    data.sched = handler.new(self, by_op, tgt.log or function(line)
+      io.stderr:write(("ublk: device %d: %s\n"):format(id, line))
+    end)
   end
   local affinity = {}
   for q = 0, o.queues - 1 do affinity[q + 1] = self:queue_affinity(q) end
@@ -379,14 +392,21 @@ function Device:start()
     return nil, ("device %d: starting the queues: %s"):format(id, msg), errno
   end
   local res
-  res, msg, errno = command("START_DEV", { dev_id = id, data = core.getpid() })
+  -- START_DEV may read the partition table through the queues: Lua serves meanwhile
+  res, msg, errno = command("START_DEV", { dev_id = id, data = core.getpid(), idle = self:_idler() })
   if not res then
     self:_stop_queues()
     return nil, msg, errno
   end
   data.started, data.was_served = true, true
-  -- /dev/ublkbN appears through udev after START_DEV: usable means it opens
-  if not wait_until(10, function() return opens(data.path) end) then
+  -- /dev/ublkbN appears through udev after START_DEV: usable means it opens. Opening it may read
+  -- the partition table, which a Lua-served device cannot answer while this thread is in open():
+  -- there, usable means the node exists, and Lua serves while we wait.
+  local usable = function() return opens(data.path) end
+  if data.sched then
+    usable = function() data.sched:dispatch(0) return core.exists(data.path) end
+  end
+  if not wait_until(10, usable) then
     self:stop()
     return nil, ("device %d: START_DEV succeeded but %s did not appear within 10 s (is devtmpfs or udev running?)"):format(id, data.path), core.errno.ENODEV
   end
@@ -401,10 +421,11 @@ function Device:stop()
   local id, data = owned(self)
   local ok, msg, errno = true, nil, nil
   if self:_serving() > 0 or data.started then
-    local res, m, e = command("STOP_DEV", { dev_id = id })
+    local res, m, e = command("STOP_DEV", { dev_id = id, idle = self:_idler(data.stop_timeout or 5) })
     if not res and e ~= core.errno.ENODEV then ok, msg, errno = nil, m, e end
   end
-  self:_stop_queues()
+  self:_stop_queues() -- answers EIO for anything Lua still holds
+  data.sched = nil
   if data.started then os.remove(record_path(id)) end
   data.started = false
   return ok, msg, errno
@@ -423,9 +444,13 @@ function Device:run()
   local catcher <close> = data.catcher or assert(core.catch_signals { core.SIGINT, core.SIGTERM })
   data.catcher = nil
   local reason
+  local sched = data.sched
+  local work = sched and self:fd()
   repeat
-    local what, signo = self:_wait(-1, catcher:fd())
-    if what == "signal" then
+    local what, signo = self:_wait(-1, catcher:fd(), work)
+    if what == "work" then
+      sched:dispatch(0)
+    elseif what == "signal" then
       reason = "signal " .. (signo == core.SIGINT and "SIGINT" or signo == core.SIGTERM and "SIGTERM" or tostring(signo))
     elseif what == "ended" then
       reason = "stopped"
@@ -440,7 +465,54 @@ end
 -- memory } (memory: bytes the ram target holds), or nil when not served.
 function Device:stats()
   owned(self)
-  return self:_stats()
+  local st = self:_stats()
+  if st then st.lua = self:_bridge_stats() end
+  if st and st.lua and self:_data().sched then st.lua.failures = self:_data().sched.failures end
+  return st
+end
+
+-- While a control command for this device is with the kernel, keep serving its Lua side; after
+-- `grace` seconds (a stop), answer EIO for requests handlers still hold, so the stop can finish.
+function Device:_idler(grace)
+  local data = self:_data()
+  local sched = data.sched
+  if not sched then return nil end
+  local since = core.monotonic()
+  local abandoned = false
+  local fd = self:fd()
+  return function(ring_fd)
+    core.poll(0.05, ring_fd, 1, fd, 1)
+    sched:dispatch(0)
+    if grace and not abandoned and core.monotonic() - since > grace then
+      abandoned = true
+      local n = self:_abandon()
+      if n > 0 then
+        sched.log(("stopping: %d requests still with handlers after %g s were answered EIO"):format(n, grace))
+      end
+    end
+  end
+end
+
+--- A descriptor that polls readable when the device's Lua side has work (new requests, a handler's
+-- timer or descriptor): for event loops (luv, cqueues), which then call `dev:dispatch()`. Only for
+-- started devices with a handler or hooks.
+function Device:fd()
+  owned(self)
+  return self:_bridge_fd()
+end
+
+--- Handle what is ready for the device's handlers or hooks without blocking (or waiting up to
+-- `timeout` seconds for something to do): new requests, sleeps that ended, descriptors that became
+-- readable. Returns the number of new requests started.
+function Device:dispatch(timeout)
+  local _, data = owned(self)
+  if not data.sched then
+    error("dev:dispatch: this device has no handler or hooks, or is not started", 2)
+  end
+  if timeout ~= nil and (type(timeout) ~= "number" or timeout < 0) then
+    error("dev:dispatch: timeout must be a number of seconds >= 0", 2)
+  end
+  return data.sched:dispatch(timeout)
 end
 
 --- Stop serving (if served), then DEL_DEV. Also what `__close` and `__gc` do; a second call does
@@ -524,6 +596,15 @@ function M.delete(id, wait)
   os.remove(record_path(id))
   return true
 end
+
+--- Inside a handler: this request waits `seconds` while others go on. Elsewhere: sleep.
+M.sleep = handler.sleep
+--- Inside a handler: wait until `fd` is readable (true) or `timeout` seconds pass (false).
+M.readable = handler.readable
+--- Inside a handler: wait until `fd` is writable (true) or `timeout` seconds pass (false).
+M.writable = handler.writable
+--- Seconds on the monotonic clock, for timing requests.
+M.now = core.monotonic
 
 --- Decode bytes as the kernel reads them: kind is "sqe", "ctrl-cmd", "dev-info" or "params".
 -- @return table (fields with offsets, warnings) | nil, msg

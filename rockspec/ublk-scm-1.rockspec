@@ -22,9 +22,10 @@ build = {
   type = "builtin",
   modules = {
     ["ublk.core"] = {
-      sources = { "csrc/ctrl.c", "csrc/layout.c", "csrc/lua_control.c", "csrc/lua_core.c", "csrc/lua_layout.c",
-        "csrc/lua_process.c", "csrc/lua_server.c", "csrc/queue.c", "csrc/server.c",
-        "csrc/targets/file.c", "csrc/targets/null.c", "csrc/targets/ram.c", "csrc/targets/targets.c" },
+      sources = { "csrc/ctrl.c", "csrc/handoff.c", "csrc/layout.c", "csrc/lua_bridge.c", "csrc/lua_control.c",
+        "csrc/lua_core.c", "csrc/lua_layout.c", "csrc/lua_process.c", "csrc/lua_request.c", "csrc/lua_server.c",
+        "csrc/queue.c", "csrc/server.c", "csrc/targets/file.c", "csrc/targets/lua.c", "csrc/targets/null.c",
+        "csrc/targets/ram.c", "csrc/targets/targets.c" },
       defines = { "_GNU_SOURCE" },
       libraries = { "uring", "pthread" },
       incdirs = { "$(LIBURING_INCDIR)" },
@@ -37,6 +38,7 @@ build = {
     ["ublk.doctor"] = "lua/ublk/doctor.lua",
     ["ublk.cli"] = "lua/ublk/cli.lua",
     ["ublk.targets"] = "lua/ublk/targets.lua",
+    ["ublk.handler"] = "lua/ublk/handler.lua",
   },
   install = { bin = { ublk = "bin/ublk" } },
 }

@@ -7,6 +7,7 @@ static const struct ublk_target_ops *const all_targets[] = {
 	&ublk_target_null,
 	&ublk_target_ram,
 	&ublk_target_file,
+	&ublk_target_lua,
 };
 
 const struct ublk_target_ops *ublk_target_find(const char *name)

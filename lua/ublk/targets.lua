@@ -12,6 +12,9 @@ M.keys = {
   { "path", "file: the backing regular file or block device (created sparse when missing and size is given)" },
   { "direct", "file: O_DIRECT (default: true where the backing store takes it)" },
   { "offset", "file: where the device starts in the backing file, in bytes (default 0)" },
+  { "handler", "a table of Lua functions by op (read, write, flush, discard, write_zeroes): the device is written in Lua" },
+  { "hooks", "a table of Lua functions by op on a C target: those ops go to Lua first" },
+  { "log", "a function(line) for handler failures (default: stderr)" },
 }
 local own = {}
 for _, k in ipairs(M.keys) do own[k[1]] = true end
@@ -35,7 +38,13 @@ function M.prepare(opts)
   for k, v in pairs(opts) do
     if own[k] then tgt[k] = v else dev[k] = v end
   end
+  if tgt.log ~= nil and type(tgt.log) ~= "function" then fail("log", tgt.log, "must be a function(line)") end
+  if tgt.handler ~= nil then return M.prepare_handler(dev, tgt) end
   local name = tgt.target
+  if tgt.hooks ~= nil then
+    if name == nil then fail("hooks", tgt.hooks, "hook a C target: give target = 'null', 'ram' or 'file' (or write the device with handler = {...})") end
+    M.check_ops("hooks", tgt.hooks)
+  end
   if name == nil then
     for k in pairs(tgt) do fail(k, tgt[k], "needs target = 'file'") end
     return dev, nil
@@ -46,7 +55,7 @@ function M.prepare(opts)
       if tgt[k] ~= nil then fail(k, tgt[k], "only the file target takes it (target = '" .. name .. "')") end
     end
   end
-  local t = { target = name }
+  local t = { target = name, hooks = tgt.hooks, log = tgt.log }
   if name == "null" then
     if dev.discard == nil and dev.max_discard == nil then dev.discard = true end
   elseif name == "ram" then
@@ -58,6 +67,65 @@ function M.prepare(opts)
     if not ok then return nil, err, t.errno end
   end
   return dev, t
+end
+
+local ops = { read = true, write = true, flush = true, discard = true, write_zeroes = true }
+
+--- A table of functions by op name, nothing else.
+function M.check_ops(key, t)
+  if type(t) ~= "table" then fail(key, t, "must be a table of functions by op (read, write, flush, discard, write_zeroes)") end
+  local any = false
+  for k, f in pairs(t) do
+    if not ops[k] then
+      fail(key .. "." .. tostring(k), f, "is not an op: use read, write, flush, discard or write_zeroes")
+    end
+    if type(f) ~= "function" then fail(key .. "." .. k, f, "must be a function(req)") end
+    any = true
+  end
+  if not any then fail(key, "{}", "names no op") end
+end
+
+--- A device written in Lua: the ops its handler table names are what the kernel is told it may
+-- send (no flush: no volatile cache; no discard or write_zeroes: no discard limits; no write:
+-- read-only). Options that promise more than the table serves are refused.
+function M.prepare_handler(dev, tgt)
+  local h = tgt.handler
+  if tgt.target ~= nil then
+    fail("target", tgt.target, "is not taken with handler: a handler device is served by its Lua functions (to run Lua before a C target, use hooks)")
+  end
+  if tgt.hooks ~= nil then fail("hooks", tgt.hooks, "is not taken with handler (the handler already sees every request)") end
+  for _, k in ipairs { "path", "direct", "offset" } do
+    if tgt[k] ~= nil then fail(k, tgt[k], "only the file target takes it") end
+  end
+  M.check_ops("handler", h)
+  if not h.read then fail("handler.read", nil, "is required: a block device must answer reads") end
+  local function needs(key, op)
+    if dev[key] then fail(key, dev[key], ("needs handler.%s, which the handler table lacks"):format(op)) end
+  end
+  if not h.write then
+    if dev.read_only == false then fail("read_only", false, "needs handler.write, which the handler table lacks") end
+    dev.read_only = true
+  end
+  if h.flush then
+    if dev.volatile_cache == nil then dev.volatile_cache = true end
+  else
+    needs("volatile_cache", "flush")
+    needs("fua", "flush")
+  end
+  if h.discard or h.write_zeroes then
+    if dev.discard == nil then dev.discard = true end
+    if dev.discard then
+      local size = params.parse_size(dev.size or 0) or 0
+      if not h.discard then needs("max_discard", "discard"); dev.max_discard = 0 end
+      if not h.write_zeroes then needs("max_write_zeroes", "write_zeroes"); dev.max_write_zeroes = 0 end
+      if h.write_zeroes and dev.max_write_zeroes == nil then dev.max_write_zeroes = size end
+    end
+  else
+    needs("discard", "discard")
+    needs("max_discard", "discard")
+    needs("max_write_zeroes", "write_zeroes")
+  end
+  return dev, { target = "lua", handler = h, log = tgt.log }
 end
 
 --- The file target: probe the backing store, create it when missing and a size is given, and derive

@@ -1,0 +1,114 @@
+/* The queue-to-Lua request list (handoff.h). */
+#include "handoff.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+int ublk_handoff_init(struct ublk_handoff *h, unsigned hook_mask, size_t cap)
+{
+	int ret;
+
+	memset(h, 0, sizeof(*h));
+	h->efd = -1;
+	h->list = calloc(cap, sizeof(h->list[0]));
+	if (!h->list)
+		return -ENOMEM;
+	h->cap = cap;
+	h->hook_mask = hook_mask;
+	h->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (h->efd < 0) {
+		ret = -errno;
+		free(h->list);
+		h->list = NULL;
+		return ret;
+	}
+	ret = pthread_mutex_init(&h->lock, NULL);
+	if (ret) {
+		close(h->efd);
+		free(h->list);
+		h->list = NULL;
+		h->efd = -1;
+		return -ret;
+	}
+	return 0;
+}
+
+void ublk_handoff_destroy(struct ublk_handoff *h)
+{
+	if (!h->list)
+		return;
+	pthread_mutex_destroy(&h->lock);
+	close(h->efd);
+	free(h->list);
+	h->list = NULL;
+	h->efd = -1;
+}
+
+int ublk_handoff_push(struct ublk_handoff *h, const struct ublk_handoff_req *reqs, int n)
+{
+	__u64 one = 1;
+	int was_empty;
+
+	pthread_mutex_lock(&h->lock);
+	if (h->closed) {
+		pthread_mutex_unlock(&h->lock);
+		return -ESHUTDOWN;
+	}
+	was_empty = h->n == 0;
+	/* cannot overflow: each tag is listed at most once and cap counts every tag */
+	memcpy(h->list + h->n, reqs, (size_t)n * sizeof(reqs[0]));
+	h->n += (size_t)n;
+	pthread_mutex_unlock(&h->lock);
+	/* One knock per batch into an empty list: the Lua side takes the whole list each time. */
+	if (was_empty && write(h->efd, &one, sizeof(one)) < 0) {
+		/* only fails on counter overflow, which one knock per empty list cannot reach */
+	}
+	return 0;
+}
+
+static size_t take_locked(struct ublk_handoff *h, struct ublk_handoff_req *out, size_t max)
+{
+	size_t n = h->n < max ? h->n : max;
+
+	memcpy(out, h->list, n * sizeof(out[0]));
+	memmove(h->list, h->list + n, (h->n - n) * sizeof(out[0]));
+	h->n -= n;
+	return n;
+}
+
+size_t ublk_handoff_take(struct ublk_handoff *h, struct ublk_handoff_req *out, size_t max)
+{
+	__u64 v;
+	size_t n;
+
+	/* The knock first, then the list: a push after our read finds the list empty and knocks again,
+	 * so nothing is left listed without a knock. */
+	if (read(h->efd, &v, sizeof(v)) < 0) {
+		/* EAGAIN: no knock, but the list may still hold what an earlier partial take left */
+	}
+	pthread_mutex_lock(&h->lock);
+	n = take_locked(h, out, max);
+	if (h->n) {
+		__u64 one = 1;
+
+		/* more than max were listed: knock for the rest */
+		if (write(h->efd, &one, sizeof(one)) < 0) {
+		}
+	}
+	pthread_mutex_unlock(&h->lock);
+	return n;
+}
+
+size_t ublk_handoff_close(struct ublk_handoff *h, struct ublk_handoff_req *out, size_t max)
+{
+	size_t n;
+
+	pthread_mutex_lock(&h->lock);
+	h->closed = 1;
+	n = take_locked(h, out, max);
+	pthread_mutex_unlock(&h->lock);
+	return n;
+}

@@ -1,0 +1,50 @@
+/*
+ * The hand-off of requests from the queue threads to the Lua thread. Queue threads never run Lua:
+ * a request whose op is hooked is copied (queue, tag, descriptor) into a batch of the queue's own
+ * during one wake-up, and the whole batch joins the shared list under one lock before the thread
+ * sleeps again; the first batch into an empty list knocks once on an eventfd the Lua thread polls.
+ * Completions travel back through ublk_queue_complete_remote_batch (queue.h), batched the same way.
+ */
+#ifndef LUA_UBLK_HANDOFF_H
+#define LUA_UBLK_HANDOFF_H
+
+#include <pthread.h>
+#include <stdint.h>
+
+#include "ublk_uapi.h"
+
+struct ublk_handoff_req {
+	uint16_t q_id;
+	uint16_t tag;
+	uint32_t pad;
+	struct ublksrv_io_desc iod; /* as the queue thread read it */
+};
+
+struct ublk_handoff {
+	pthread_mutex_t lock;
+	int efd;            /* eventfd (non-blocking): the list turned non-empty */
+	unsigned hook_mask; /* 1 << UBLK_IO_OP_*: the ops that go to Lua (read-only once serving) */
+	int closed;         /* the Lua side is gone: queue threads answer hooked requests themselves */
+	size_t n, cap;      /* cap: every tag of every queue */
+	struct ublk_handoff_req *list;
+};
+
+/* 0 or -errno. cap is nr_queues * depth, so a push never finds the list full. */
+int ublk_handoff_init(struct ublk_handoff *h, unsigned hook_mask, size_t cap);
+void ublk_handoff_destroy(struct ublk_handoff *h);
+
+static inline int ublk_handoff_hooks(const struct ublk_handoff *h, unsigned op)
+{
+	return op < 32 && (h->hook_mask >> op) & 1U;
+}
+
+/* Queue thread: add n requests; 0, or -ESHUTDOWN when the Lua side is gone (nothing was added). */
+int ublk_handoff_push(struct ublk_handoff *h, const struct ublk_handoff_req *reqs, int n);
+
+/* Lua thread: move up to max requests into out (consuming the knock first); how many. */
+size_t ublk_handoff_take(struct ublk_handoff *h, struct ublk_handoff_req *out, size_t max);
+
+/* Lua thread: refuse further pushes and hand back what is still listed (up to max) for answering. */
+size_t ublk_handoff_close(struct ublk_handoff *h, struct ublk_handoff_req *out, size_t max);
+
+#endif
