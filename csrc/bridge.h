@@ -32,7 +32,7 @@ struct ublk_bridge {
 	struct ublk_handoff_req *taken;  /* scratch for _take and abandon */
 	struct ublk_remote_done *done;   /* q * depth + i: answers not yet sent */
 	int *nr_done;
-	uint64_t requests, errors, passed;
+	uint64_t requests, batches, errors, passed; /* batches: takes that found requests */
 };
 
 static inline struct bridge_slot *bridge_slot(struct ublk_bridge *b, int q_id, int tag)

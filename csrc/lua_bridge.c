@@ -224,6 +224,7 @@ static int l_run(lua_State *L)
 	ublk_request_metatables(L); /* MTS, MTS + 1 */
 	n = ublk_handoff_take(&b->srv->handoff, b->taken, (size_t)b->nr_queues * (size_t)b->depth);
 	b->requests += n;
+	b->batches += n > 0;
 	for (i = 0; i < n; i++) {
 		const struct ublk_handoff_req *h = &b->taken[i];
 		struct request_handle *v;
@@ -310,17 +311,6 @@ static int l_poll(lua_State *L)
 
 	luaL_checktype(L, 3, LUA_TTABLE);
 	b->batching = 1;
-	if (timeout > 0 && b->srv && getenv("UBLK_SPIN")) {
-		struct timespec t0, t1;
-		long spin = atol(getenv("UBLK_SPIN"));
-
-		clock_gettime(CLOCK_MONOTONIC, &t0);
-		do {
-			if (__atomic_load_n(&b->srv->handoff.n, __ATOMIC_RELAXED))
-				break;
-			clock_gettime(CLOCK_MONOTONIC, &t1);
-		} while ((t1.tv_sec - t0.tv_sec) * 1000000000L + (t1.tv_nsec - t0.tv_nsec) < spin * 1000L);
-	}
 	n = epoll_wait(b->epfd, ev, 64, timeout <= 0 ? 0 : (int)(timeout * 1000 + 0.999));
 	for (i = 0; i < n; i++) {
 		uint64_t what = ev[i].data.u64 & ~0xffffffffULL;
@@ -407,7 +397,7 @@ static int l_abandon(lua_State *L)
 	return 1;
 }
 
-/** dev:_bridge_stats() -> { requests, errors, passed, held } | nil */
+/** dev:_bridge_stats() -> { requests, batches, errors, passed, held } | nil */
 static int l_bridge_stats(lua_State *L)
 {
 	struct device_handle *d = luaL_checkudata(L, 1, UBLK_DEVICE_MT);
@@ -418,8 +408,9 @@ static int l_bridge_stats(lua_State *L)
 		return 0;
 	for (i = 0; i < b->nr_queues * b->depth; i++)
 		held += b->slots[i].held;
-	lua_createtable(L, 0, 4);
+	lua_createtable(L, 0, 5);
 	ublk_lua_set_int(L, "requests", (lua_Integer)b->requests);
+	ublk_lua_set_int(L, "batches", (lua_Integer)b->batches);
 	ublk_lua_set_int(L, "errors", (lua_Integer)b->errors);
 	ublk_lua_set_int(L, "passed", (lua_Integer)b->passed);
 	ublk_lua_set_int(L, "held", held);
