@@ -61,6 +61,7 @@ struct request_handle {
 	uint32_t flags;
 	uint32_t length;
 	uint64_t offset;
+	uint64_t received_ns;
 	unsigned char *data;
 };
 

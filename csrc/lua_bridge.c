@@ -65,6 +65,7 @@ int ublk_bridge_abandon(struct ublk_bridge *b)
 		return 0;
 	b->batching = 1;
 	n = ublk_handoff_close(&b->srv->handoff, b->taken, (size_t)b->nr_queues * (size_t)b->depth);
+	epoll_ctl(b->epfd, EPOLL_CTL_DEL, b->srv->handoff.efd, NULL); /* nothing more comes (ENOENT the second time) */
 	for (i = 0; i < n; i++) {
 		/* listed, never taken: hold it just to answer it */
 		bridge_slot(b, b->taken[i].q_id, b->taken[i].tag)->held = 1;
@@ -88,10 +89,7 @@ void ublk_bridge_detach(struct ublk_bridge *b)
 
 	if (!b)
 		return;
-	ublk_bridge_abandon(b);
-	if (b->srv)
-		epoll_ctl(b->epfd, EPOLL_CTL_DEL, b->srv->handoff.efd, NULL);
-	b->srv = NULL;
+	b->srv = NULL; /* freed, or about to be: its queue threads are joined */
 	for (i = 0; i < b->nr_queues * b->depth; i++)
 		b->slots[i].gen++; /* every request and buffer still referenced is now stale */
 }
@@ -175,8 +173,8 @@ static struct ublk_bridge *check_bridge(lua_State *L)
 
 /* ---- the device's bridge methods ---- */
 
-/* Answer a request whose handler returned the nres values on top of co's stack; a message for
- * values that mean nothing goes to on_error. */
+/* Answer a request whose handler returned the nres values on top of co's stack; what is wrong
+ * with values that mean nothing goes to on_error(req, message, false). */
 static void finish_returned(lua_State *L, lua_State *co, struct request_handle *v, int nres, int req, int on_error)
 {
 	int result, pass;
@@ -190,10 +188,9 @@ static void finish_returned(lua_State *L, lua_State *co, struct request_handle *
 	ublk_bridge_answer(v->b, v->q_id, v->tag, -EIO, 0);
 	lua_pushvalue(L, on_error);
 	lua_pushvalue(L, req);
-	lua_pushfstring(L, "%s handler ", ublk_op_name(v->op));
 	lua_xmove(co, L, 1);
-	lua_concat(L, 2);
-	lua_call(L, 2, 0);
+	lua_pushboolean(L, 0);
+	lua_call(L, 3, 0);
 }
 
 /**
@@ -202,7 +199,8 @@ static void finish_returned(lua_State *L, lua_State *co, struct request_handle *
  * op number) in a coroutine: one from pool (a list) or a new one, which goes into the weak set
  * workers. A handler that returns is answered here and its coroutine goes back to the pool; one
  * that yields is given to on_yield(co, req, yielded...); one that raises is answered EIO and its
- * traceback given to on_error(req, message), as are values that mean nothing. An op the table
+ * traceback given to on_error(req, traceback, true); values that mean nothing are answered EIO and
+ * what is wrong with them given to on_error(req, message, false). An op the table
  * lacks is answered EOPNOTSUPP. Answers go back to the queues every 8 requests. How many.
  */
 static int l_run(lua_State *L)
@@ -274,8 +272,9 @@ static int l_run(lua_State *L)
 				ublk_bridge_answer(b, h->q_id, h->tag, -EIO, 0);
 			lua_pushvalue(L, ON_ERROR);
 			lua_pushvalue(L, req);
-			luaL_traceback(L, co, lua_tostring(co, -1), 0);
-			lua_call(L, 2, 0);
+			luaL_traceback(L, co, luaL_tolstring(co, -1, NULL), 0);
+			lua_pushboolean(L, 1);
+			lua_call(L, 3, 0);
 		}
 		lua_settop(L, TOP);
 		if (i % 8 == 7)

@@ -1,6 +1,6 @@
 /*
- * What a handler sees (bridge.h): the request, a plain table (req.op, offset, length, flags, queue,
- * tag, buf) so that reading its fields costs a handler no C call, and its handle, a ublk.buffer
+ * What a handler sees (bridge.h): the request, a plain table (req.op, offset, length, buf; flags,
+ * fua, queue, tag, received through __index) so that reading its fields costs a handler no C call, and its handle, a ublk.buffer
  * userdata that is also req.buf for reads and writes: a view of the request's own buffer in the
  * queue's memory, valid until the request is answered.
  */
@@ -45,6 +45,7 @@ struct request_handle *ublk_request_push(lua_State *L, int dev, int mts, struct 
 	v->deferred = 0;
 	v->flags = h->iod.op_flags;
 	v->offset = (uint64_t)h->iod.start_sector << 9;
+	v->received_ns = h->received_ns;
 	v->length = (op == UBLK_IO_OP_READ || op == UBLK_IO_OP_WRITE) ? h->iod.nr_sectors << 9 : 0;
 	v->data = ublk_queue_buf(b->srv->queues[h->q_id], h->tag);
 	lua_pushvalue(L, mts);
@@ -241,6 +242,8 @@ static int l_request_index(lua_State *L)
 		lua_pushinteger(L, v->q_id);
 	else if (k && strcmp(k, "tag") == 0)
 		lua_pushinteger(L, v->tag);
+	else if (k && strcmp(k, "received") == 0) /* seconds, on ublk.now()'s clock */
+		lua_pushnumber(L, (double)v->received_ns / 1e9);
 	else
 		lua_rawget(L, lua_upvalueindex(1)); /* the methods */
 	return 1;

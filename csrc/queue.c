@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "server.h"
@@ -220,10 +221,16 @@ static void drain_remote(struct ublk_queue *q)
  * are answered here. */
 static void flush_to_lua(struct ublk_queue *q)
 {
+	struct timespec now;
+	uint64_t ns;
 	int i;
 
 	if (!q->nr_to_lua)
 		return;
+	clock_gettime(CLOCK_MONOTONIC, &now); /* once per batch: every request in it came in this wake-up */
+	ns = (uint64_t)now.tv_sec * 1000000000ULL + (uint64_t)now.tv_nsec;
+	for (i = 0; i < q->nr_to_lua; i++)
+		q->to_lua[i].received_ns = ns;
 	if (ublk_handoff_push(&q->srv->handoff, q->to_lua, q->nr_to_lua) < 0) {
 		for (i = 0; i < q->nr_to_lua; i++) {
 			q->lua_inflight--;

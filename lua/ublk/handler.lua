@@ -107,15 +107,15 @@ Scheduler.__index = Scheduler
 
 -- Log a handler's failure: each distinct message once with its traceback, repeats counted and
 -- summed up at most every 10 seconds, and at most 10 new messages a second.
-local function report(s, req, msg)
+local function report(s, req, msg, raised)
   s.failures = s.failures + 1
-  local key = tostring(msg):match("^[^\n]*")
+  local key = req.op .. " handler: " .. tostring(msg):match("^[^\n]*")
   local seen = s.seen[key]
   local now = monotonic()
   if seen then
     seen.count = seen.count + 1
     if now - seen.said >= 10 then
-      s.log(("%s (%d more times)"):format(key, seen.count))
+      s.log(("%s (%d more times in %d s)"):format(key, seen.count, math.floor(now - seen.said + 0.5)))
       seen.count, seen.said = 0, now
     end
     return
@@ -127,8 +127,11 @@ local function report(s, req, msg)
     return
   end
   s.seen[key] = { count = 0, said = now }
-  s.log(("%s handler failed on %s (offset %d, length %d): answered EIO\n%s"):format(
-    req.op, tostring(req), req.offset, req.length, tostring(msg)))
+  if raised then -- msg is the traceback
+    s.log(("%s handler failed at offset %d, length %d: answered EIO\n%s"):format(req.op, req.offset, req.length, msg))
+  else
+    s.log(("%s handler at offset %d, length %d %s"):format(req.op, req.offset, req.length, msg))
+  end
 end
 
 --- A scheduler for `dev`: `handlers` maps op numbers to functions; `log(line)` takes messages.
@@ -142,7 +145,7 @@ function M.new(dev, handlers, log)
     seen = {}, window = 0, in_window = 0, suppressed = 0, failures = 0,
   }, Scheduler)
   s.on_yield = function(co, req, what, a, b, c) s:file(co, req, what, a, b, c) end
-  s.on_error = function(req, msg) report(s, req, msg) end
+  s.on_error = function(req, msg, raised) report(s, req, msg, raised) end
   return s
 end
 
@@ -162,11 +165,11 @@ end
 function Scheduler:step(co, req, ...)
   local ok, a, b, c, d = resume(co, ...)
   if not ok then
-    report(self, req, debug.traceback(co, a))
+    report(self, req, debug.traceback(co, tostring(a)), true)
     req:_finish(false)
   elseif status(co) == "dead" then
     local bad = req:_finish(true, a, b)
-    if bad then report(self, req, req.op .. " handler " .. bad) end
+    if bad then report(self, req, bad, false) end
   else
     self:file(co, req, a, b, c, d)
   end

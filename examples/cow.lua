@@ -1,0 +1,59 @@
+-- A copy-on-write disk: reads come from a base image until a block is written; written blocks live
+-- in memory. The base is opened read-only and never modified, so one golden image can back many
+-- throw-away disks (a test run's, a VM's).
+--
+--   lua5.4 examples/cow.lua BASE        (as root; BASE's size must be a multiple of 4 KiB)
+--
+-- Prints "ublk device N: /dev/ublkbN ..." once the disk is usable, serves until Ctrl-C, SIGTERM or
+-- `ublk del N`, then deletes it and says how many blocks were written. Every request is answered by
+-- the Lua functions below.
+local ublk = require("ublk")
+
+local path = arg[1] or error("usage: lua5.4 examples/cow.lua BASE", 0)
+local base = assert(io.open(path, "rb"))
+local size = base:seek("end")
+local BS = 4096
+if size == 0 or size % BS ~= 0 then
+  error(("cow.lua: %s holds %d bytes: the base must be a non-empty multiple of %d bytes"):format(path, size, BS), 0)
+end
+local ZERO = string.rep("\0", BS)
+local written = {} -- block number -> its 4096 bytes, once written through the device
+
+local function read(req)
+  local buf, first, n = req.buf, req.offset // BS, req.length // BS
+  local i = 0
+  while i < n do
+    local data = written[first + i]
+    if data then
+      buf:write(i * BS, data)
+      i = i + 1
+    else -- a run of blocks never written: one read of the base
+      local j = i + 1
+      while j < n and not written[first + j] do j = j + 1 end
+      base:seek("set", (first + i) * BS)
+      buf:write(i * BS, base:read((j - i) * BS))
+      i = j
+    end
+  end
+end
+
+local function write(req)
+  local buf, first = req.buf, req.offset // BS
+  for i = 0, req.length // BS - 1 do written[first + i] = buf:read(i * BS, BS) end
+end
+
+local function zero(req) -- discard and write-zeroes: zeros from now on, whatever the base holds
+  for b = req.offset // BS, (req.offset + req.length) // BS - 1 do written[b] = ZERO end
+end
+
+local dev <close> = assert(ublk.new {
+  size = size, block_size = BS, queues = 2, depth = 64, discard_granularity = BS,
+  handler = { read = read, write = write, flush = function() end, discard = zero, write_zeroes = zero },
+})
+assert(dev:start())
+io.stdout:setvbuf("line")
+print(("ublk device %d: %s (copy-on-write over %s, %d MiB)"):format(dev.id, dev.path, path, size // 2^20))
+local _, why = assert(dev:run())
+local n = 0
+for _ in pairs(written) do n = n + 1 end
+print(("stopped (%s) and deleted; %d blocks were written, %s is untouched"):format(why, n, path))

@@ -1,0 +1,512 @@
+-- Devices written in Lua, and Lua hooks on the C targets, on the real ublk driver: what a handler's
+-- return means to the kernel, failures answered EIO and logged once, buffers that die with their
+-- request, handlers that wait (sleep, a descriptor, req:done later), a luv loop driving a device, hooks
+-- that fail, delay, answer or pass, and stopping with requests still in handlers.
+--
+-- The device is served by this very Lua thread, so the commands that use it run in the background
+-- (support.job) while the spec dispatches.
+local kernel = require("support.kernel")
+local run = require("support.run")
+local job = require("support.job")
+kernel.require_driver()
+local ublk = require("ublk")
+local uv = require("luv") -- loaded before the fd count below: its loop keeps descriptors
+local core = ublk.core
+
+local TMP = os.getenv("TMPDIR") or "/tmp"
+
+-- A shell command that is not ours, run while this thread serves dev: status, stdout, stderr.
+local function serving(dev, cmd, timeout)
+  local j = job.start(cmd)
+  local code, out, err = j:wait(timeout or 120, function() dev:dispatch(0.02) end)
+  j:cleanup()
+  return code, out, err
+end
+
+local function ok_serving(dev, cmd, timeout)
+  local code, out, err = serving(dev, cmd, timeout)
+  assert(code == 0, ("`%s` failed (%d):\n%s%s"):format(cmd, code, out, err))
+  return out
+end
+
+local function sh(cmd)
+  local code, out, err = run.plain(cmd)
+  assert(code == 0, ("`%s` failed (%d):\n%s%s"):format(cmd, code, out, err))
+  return out
+end
+
+local function fio_verify(path, o)
+  return table.concat({
+    "fio --name=verify --filename=" .. path, "--direct=1 --ioengine=io_uring",
+    "--rw=" .. o.rw, "--bsrange=" .. o.bs, "--iodepth=" .. o.depth,
+    "--numjobs=" .. (o.jobs or 1), "--size=" .. (o.size or "8m"), "--offset_increment=" .. (o.size or "8m"),
+    "--verify=crc32c --do_verify=1 --verify_fatal=1 --group_reporting --output-format=terse --terse-version=3",
+  }, " ")
+end
+
+-- A disk in a Lua table of 512-byte sectors: any size and alignment the kernel sends.
+local function sector_store()
+  local sectors = {}
+  local h = {}
+  function h.read(req)
+    local buf, first = req.buf, req.offset // 512
+    for i = 0, req.length // 512 - 1 do
+      local s = sectors[first + i]
+      if s then buf:write(i * 512, s) else buf:fill(0, i * 512, 512) end
+    end
+  end
+  function h.write(req)
+    local buf, first = req.buf, req.offset // 512
+    for i = 0, req.length // 512 - 1 do sectors[first + i] = buf:read(i * 512, 512) end
+  end
+  return h, sectors
+end
+
+-- Our threads, not io_uring's own workers (iou-wrk-*, which the kernel retires when idle).
+local function threads()
+  local n = 0
+  local dir = "/proc/" .. kernel.pid() .. "/task/"
+  local ls = io.popen("ls " .. dir)
+  for tid in ls:lines() do
+    local f = io.open(dir .. tid .. "/comm")
+    local comm = f and f:read("l") or ""
+    if f then f:close() end
+    if not comm:match("^iou%-") then n = n + 1 end
+  end
+  ls:close()
+  return n
+end
+
+local function dd_read(path, offset, bs)
+  return ("dd if=%s bs=%d count=1 skip=%d iflag=direct,skip_bytes 2>&1 >/dev/null"):format(path, bs or 4096, offset)
+end
+
+describe("Lua handlers on the real driver", function()
+  local fds, nthreads
+  setup(function()
+    assert(ublk.features())
+    collectgarbage()
+    fds = kernel.fd_count()
+    nthreads = threads()
+  end)
+  after_each(function()
+    collectgarbage()
+    for _, name in ipairs(kernel.ublk_devices()) do ublk.delete(tonumber(name:match("%d+"))) end
+  end)
+
+  describe("a device written in Lua", function()
+    it("passes fio verification over both queues, 512 B to 512 KiB, depth 1 to 64, hand-offs batched", function()
+      local h = sector_store()
+      local dev <close> = assert(ublk.new { size = "32M", queues = 2, depth = 64, handler = h })
+      assert(dev:start())
+      ok_serving(dev, fio_verify(dev.path, { rw = "randwrite", bs = "512-512k", depth = 64, jobs = 2 }))
+      ok_serving(dev, fio_verify(dev.path, { rw = "write", bs = "64k-64k", depth = 1, jobs = 2, size = "4m" }))
+      local st = dev:stats()
+      local sum = 0
+      for q, s in ipairs(st.queues) do
+        assert.is_true(s.requests > 0, "queue " .. q .. " served")
+        assert.are.equal(0, s.errors)
+        sum = sum + s.requests
+      end
+      -- every request went to Lua (the table has read and write; the kernel sends nothing else)
+      assert.are.equal(sum, st.lua.requests)
+      assert.are.equal(0, st.lua.errors)
+      assert.are.equal(0, st.lua.held)
+      assert.is_true(st.lua.batches < st.lua.requests, ("hand-offs carry several requests: %d requests in %d batches")
+        :format(st.lua.requests, st.lua.batches))
+    end)
+
+    it("answers what a handler returns: nothing, a string, a byte count, an errno name or number, or EIO", function()
+      local mode, seen, log = nil, {}, {}
+      local behave = {
+        string = function(req) return string.rep("S", req.length) end,
+        enospc = function() return nil, "ENOSPC" end,
+        enodata = function() return nil, 61 end,
+        raise = function() error("boom") end,
+        table = function() return {} end,
+        short = function(req) return "too short" end,
+        bytes = function(req) -- 512 bytes at a time: the kernel asks again for the rest
+          seen[#seen + 1] = req.offset
+          req.buf:fill(66, 0, 512)
+          return 512
+        end,
+      }
+      local dev <close> = assert(ublk.new { size = "8M", handler = {
+        read = function(req)
+          if behave[mode] then return behave[mode](req) end
+          req.buf:fill(0)
+        end,
+      }, log = function(line) log[#log + 1] = line end })
+      assert(dev:start())
+      local function read_as(m, offset)
+        mode = m
+        local code, out = serving(dev, dd_read(dev.path, offset or 0) .. " && dd if=" .. dev.path
+          .. (" bs=4096 count=1 skip=%d iflag=direct,skip_bytes 2>/dev/null | od -An -c | head -2"):format(offset or 0))
+        mode = nil
+        return code, out
+      end
+      local code, out = read_as("string")
+      assert.are.equal(0, code, out)
+      assert.matches("\n%s+S%s+S%s+S", out)
+      code, out = read_as("enospc")
+      assert.are_not.equal(0, code)
+      assert.matches("No space left on device", out)
+      code, out = read_as("enodata")
+      assert.are_not.equal(0, code)
+      assert.matches("No data available", out)
+      code, out = read_as("raise", 8192)
+      assert.are_not.equal(0, code)
+      assert.matches("Input/output error", out)
+      assert.are.equal(1, #log)
+      assert.matches("^read handler failed at offset 8192, length 4096: answered EIO\n", log[1])
+      assert.matches("handler_spec.lua:%d+: boom\nstack traceback:\n", log[1])
+      code, out = read_as("table")
+      assert.are_not.equal(0, code)
+      assert.are.equal("read handler at offset 0, length 4096 returned a table: answered EIO", log[2])
+      code, out = read_as("short")
+      assert.are_not.equal(0, code)
+      assert.are.equal("read handler at offset 0, length 4096 returned a string of 9 bytes for a read of 4096: answered EIO", log[3])
+      code, out = read_as("bytes", 4096)
+      assert.are.equal(0, code, out)
+      assert.matches("\n%s+B%s+B%s+B", out)
+      assert.are.same({ 4096, 4608, 5120, 5632, 6144, 6656, 7168, 7680 }, { table.unpack(seen, 1, 8) })
+      -- and after all that the device serves as before
+      code, out = read_as(nil)
+      assert.are.equal(0, code, out)
+      assert.matches("\n%s+\\0%s+\\0", out)
+      local st = dev:stats()
+      assert.is_true(st.lua.errors >= 5)
+      assert.are.equal(3, st.lua.failures) -- raised, a table, a short string; errnos are answers, not failures
+    end)
+
+    it("logs a failing handler once with its traceback, counts the repeats, and keeps serving", function()
+      local log = {}
+      local dev <close> = assert(ublk.new { size = "8M", handler = {
+        read = function(req)
+          -- one message for every failing read (the first MiB, which the partition scan reads, serves)
+          if req.offset >= 2^20 and req.offset < 2^21 then error("bad sector " .. (req.offset // 4096) % 1) end
+          req.buf:fill(7)
+        end,
+      }, log = function(line) log[#log + 1] = line end })
+      assert(dev:start())
+      local code, out = serving(dev, "for i in $(seq 256 285); do dd if=" .. dev.path
+        .. " bs=4096 count=1 skip=$i iflag=direct >/dev/null 2>&1 && exit 1; done; "
+        .. "dd if=" .. dev.path .. " bs=4096 count=1 skip=1024 iflag=direct 2>/dev/null | od -An -tu1 | head -1")
+      assert.are.equal(0, code, out)
+      assert.matches("^%s+7%s+7%s+7", out)
+      assert.are.equal(1, #log, table.concat(log, "\n---\n"))
+      assert.matches("bad sector 0\nstack traceback:", log[1])
+      assert.are.equal(30, dev:stats().lua.failures)
+      assert.are.equal(30, dev:stats().lua.errors)
+    end)
+
+    it("tells the kernel which ops the handler table lacks", function()
+      local dev <close> = assert(ublk.new { size = "8M", handler = { read = function(req) req.buf:fill(0) end } })
+      local p = dev:params()
+      assert.is_true(p.read_only)
+      assert.is_false(p.volatile_cache)
+      assert.is_false(p.discard)
+      assert(dev:start())
+      local code, out = serving(dev, "dd if=/dev/zero of=" .. dev.path .. " bs=4k count=1 oflag=direct 2>&1")
+      assert.are_not.equal(0, code)
+      assert.matches("Operation not permitted", out)
+      code, out = serving(dev, "blkdiscard " .. dev.path .. " 2>&1")
+      assert.are_not.equal(0, code)
+      assert.matches("not supported", out)
+
+      local ops = {}
+      local h = sector_store()
+      local rw = { read = h.read, write = h.write,
+        flush = function(req) ops[#ops + 1] = req.op end,
+        discard = function(req) ops[#ops + 1] = ("%s %d+%d"):format(req.op, req.offset, req.length) end }
+      local dev2 <close> = assert(ublk.new { size = "8M", handler = rw })
+      p = dev2:params()
+      assert.is_false(p.read_only)
+      assert.is_true(p.volatile_cache)
+      assert.is_true(p.discard)
+      assert(dev2:start())
+      ok_serving(dev2, "dd if=/dev/urandom of=" .. dev2.path .. " bs=4k count=4 conv=fsync 2>/dev/null && blkdiscard -o 1048576 -l 65536 " .. dev2.path)
+      assert.truthy(table.concat(ops, ","):find("flush", 1, true), table.concat(ops, ","))
+      assert.truthy(table.concat(ops, ","):find("discard 1048576+65536", 1, true), table.concat(ops, ","))
+    end)
+
+    it("gives a handler a view of the request's buffer that dies with the request", function()
+      local kept, checks = {}, {}
+      local dev <close> = assert(ublk.new { size = "8M", handler = {
+        read = function(req)
+          kept.req, kept.buf = req, req.buf
+          checks.len, checks.op, checks.offset, checks.length = #req.buf, req.op, req.offset, req.length
+          checks.fua, checks.queue, checks.received = req.fua, req.queue, req.received
+          checks.now = ublk.now()
+          req.buf:fill(0x61)
+          req.buf:write(10, "xyz")
+          checks.read = req.buf:read(9, 5)
+          checks.past = select(2, pcall(req.buf.read, req.buf, req.length - 2, 4))
+          checks.outside = select(2, pcall(req.buf.write, req.buf, -1, "a"))
+          checks.byte = select(2, pcall(req.buf.fill, req.buf, 256))
+        end,
+      } })
+      assert(dev:start())
+      local out = ok_serving(dev, "dd if=" .. dev.path .. " bs=8192 count=1 skip=3 iflag=direct 2>/dev/null | head -c 16")
+      assert.are.equal("aaaaaaaaaaxyzaaa", out)
+      assert.are.equal(8192, checks.len)
+      assert.are.equal("read", checks.op)
+      assert.are.equal(3 * 8192, checks.offset)
+      assert.are.equal(8192, checks.length)
+      assert.is_false(checks.fua)
+      assert.is_true(checks.queue == 0)
+      assert.is_true(checks.received <= checks.now and checks.received > checks.now - 5)
+      assert.are.equal("axyza", checks.read)
+      assert.matches("buf:read: 4 bytes at offset 8190 run past the buffer's 8192", checks.past)
+      assert.matches("buf:write: offset %-1 is outside the buffer %(0 to 8192%)", checks.outside)
+      assert.matches("a byte is 0 to 255", checks.byte)
+      -- the request was answered: what was kept of it is dead
+      assert.has_error(function() kept.buf:read(0, 1) end, "buf:read: the request was already answered: its buffer is gone")
+      assert.has_error(function() return #kept.buf end, "#buf: the request was already answered: its buffer is gone")
+      assert.has_error(function() kept.req:done() end, "req:done: the request was already answered (read at offset 24576)")
+      assert.is_true(kept.req:answered())
+      assert.matches("^ublk.request %(read offset 24576 length 8192, queue 0 tag %d+, answered%)$", tostring(kept.req))
+      assert.matches("^ublk.buffer %(8192 bytes, gone%)$", tostring(kept.buf))
+    end)
+  end)
+
+  describe("handlers that wait", function()
+    it("sleep while the device's other requests go on", function()
+      local inflight, most, served = 0, 0, 0
+      local dev <close> = assert(ublk.new { size = "8M", queues = 2, depth = 32, handler = {
+        read = function(req)
+          inflight = inflight + 1
+          most = math.max(most, inflight)
+          ublk.sleep(0.2)
+          inflight = inflight - 1
+          served = served + 1
+          req.buf:fill(0)
+        end,
+      } })
+      assert(dev:start())
+      ok_serving(dev, "fio --name=sleepy --filename=" .. dev.path .. " --direct=1 --ioengine=io_uring --rw=randread"
+        .. " --bs=4k --iodepth=16 --io_size=256k --size=8m --output-format=terse >/dev/null")
+      assert.is_true(served >= 64, "served " .. served)
+      assert.is_true(most >= 8, ("at most %d requests were asleep at once"):format(most))
+      assert.are.equal(0, inflight)
+    end)
+
+    it("wait for a descriptor to become readable, or for their timeout", function()
+      local pipe = uv.pipe()
+      local waiting, woke = 0, {}
+      local dev <close> = assert(ublk.new { size = "8M", handler = {
+        read = function(req)
+          if req.offset < 2^20 then return req.buf:fill(0) end -- the partition scan
+          waiting = waiting + 1
+          local ready = ublk.readable(pipe.read, req.offset == 2^20 and 30 or 0.2)
+          waiting = waiting - 1
+          woke[#woke + 1] = ready
+          if not ready then return nil, "ETIMEDOUT" end
+          req.buf:fill(string.byte(uv.fs_read(pipe.read, 1)))
+        end,
+      } })
+      assert(dev:start())
+      local j = job.start("dd if=" .. dev.path .. " bs=4096 count=1 skip=256 iflag=direct 2>/dev/null | head -c 4")
+      local deadline = ublk.now() + 30
+      repeat dev:dispatch(0.02) until waiting > 0 or ublk.now() > deadline
+      assert.are.equal(1, waiting)
+      for _ = 1, 10 do dev:dispatch(0.02) end
+      assert.are.same({}, woke) -- nothing written yet: still waiting
+      uv.fs_write(pipe.write, "Z")
+      local code, out = j:wait(30, function() dev:dispatch(0.02) end)
+      j:cleanup()
+      assert.are.equal(0, code)
+      assert.are.equal("ZZZZ", out)
+      assert.are.same({ true }, woke)
+      code, out = serving(dev, dd_read(dev.path, 2^21))
+      assert.are_not.equal(0, code)
+      assert.matches("Connection timed out", out)
+      assert.are.same({ true, false }, woke)
+      uv.fs_close(pipe.read)
+      uv.fs_close(pipe.write)
+    end)
+
+    it("keep a request and answer it later with req:done()", function()
+      local h = sector_store()
+      local later = {}
+      local dev <close> = assert(ublk.new { size = "8M", handler = {
+        read = h.read,
+        write = function(req)
+          later[#later + 1] = req:defer()
+          return 1234 -- ignored: a deferred request is answered by req:done alone
+        end,
+      } })
+      assert(dev:start())
+      local answered = 0
+      local j = job.start("dd if=/dev/urandom of=" .. TMP .. "/later bs=4k count=8 2>/dev/null && dd if="
+        .. TMP .. "/later of=" .. dev.path .. " bs=4k oflag=direct 2>&1 && dd if=" .. dev.path
+        .. " bs=4k count=8 iflag=direct 2>/dev/null | cmp - " .. TMP .. "/later")
+      local code, out, err = j:wait(60, function()
+        dev:dispatch(0.02)
+        for i, req in ipairs(later) do
+          later[i] = nil
+          h.write(req)
+          req:done()
+          answered = answered + 1
+          assert.has_error(function() req:done() end)
+        end
+      end)
+      j:cleanup()
+      assert.are.equal(0, code, out .. err)
+      assert.are.equal(8, answered)
+    end)
+
+    it("yield plainly and run again on the next dispatch", function()
+      local turns = 0
+      local dev <close> = assert(ublk.new { size = "8M", handler = {
+        read = function(req)
+          if req.offset == 2^20 then -- not the partition scan's
+            for _ = 1, 3 do turns = turns + 1; coroutine.yield() end
+          end
+          req.buf:fill(1)
+        end,
+      } })
+      assert(dev:start())
+      ok_serving(dev, dd_read(dev.path, 2^20))
+      assert.are.equal(3, turns)
+    end)
+  end)
+
+  it("serves inside a luv loop through dev:fd() and dev:dispatch()", function()
+    local h = sector_store()
+    local slept = 0
+    local read = h.read
+    h.read = function(req)
+      if req.offset % 65536 == 0 then ublk.sleep(0.01); slept = slept + 1 end -- the timer works in luv too
+      return read(req)
+    end
+    local dev <close> = assert(ublk.new { size = "16M", queues = 2, handler = h })
+    assert(dev:start())
+    local j = job.start(fio_verify(dev.path, { rw = "randwrite", bs = "4k-64k", depth = 16, jobs = 2 }))
+    local dispatches = 0
+    local poll = uv.new_poll(dev:fd())
+    poll:start("r", function() dispatches = dispatches + 1; dev:dispatch() end)
+    local timer = uv.new_timer()
+    local deadline = ublk.now() + 120
+    timer:start(20, 20, function() if j:status() or ublk.now() > deadline then uv.stop() end end)
+    uv.run()
+    poll:stop(); poll:close(); timer:stop(); timer:close()
+    uv.run("nowait")
+    local code = j:status()
+    local out, err = j:stdout(), j:stderr()
+    j:cleanup()
+    assert.are.equal(0, code, out .. err)
+    assert.is_true(dispatches > 0)
+    assert.is_true(slept > 0, "a handler slept")
+    assert.are.equal(0, dev:stats().lua.errors)
+  end)
+
+  describe("hooks on a C target", function()
+    local img = TMP .. "/hooks.img"
+    before_each(function() sh("dd if=/dev/urandom of=" .. img .. " bs=1M count=8 2>/dev/null") end)
+    after_each(function() os.remove(img) end)
+
+    it("fail, delay, answer or pass each request of the ops they name", function()
+      local MiB = 2^20
+      local calls = { read = 0, write = 0 }
+      local dev <close> = assert(ublk.new { target = "file", path = img, hooks = {
+        write = function(req)
+          calls.write = calls.write + 1
+          if req.offset >= MiB and req.offset < 2 * MiB then return nil, "EIO" end
+        end,
+        read = function(req)
+          calls.read = calls.read + 1
+          if req.offset >= 2 * MiB and req.offset < 3 * MiB then
+            ublk.sleep(0.3)
+            return "pass"
+          elseif req.offset == 3 * MiB then
+            return string.rep("H", req.length)
+          end
+        end,
+      } })
+      assert(dev:start())
+      local code, out = serving(dev, ("dd if=/dev/zero of=%s bs=4k count=1 seek=%d oflag=direct 2>&1"):format(dev.path, 257))
+      assert.are_not.equal(0, code)
+      assert.matches("Input/output error", out)
+      sh(("cmp -s -i %d:0 -n 4096 %s /dev/zero && exit 1 || true"):format(257 * 4096, img)) -- not written
+      ok_serving(dev, ("dd if=/dev/zero of=%s bs=4k count=1 seek=%d oflag=direct 2>/dev/null"):format(dev.path, 1280))
+      sh(("cmp -i %d:0 -n 4096 %s /dev/zero"):format(1280 * 4096, img)) -- passed: in the file
+      local t0 = ublk.now()
+      out = ok_serving(dev, ("dd if=%s bs=4k count=1 skip=%d iflag=direct 2>/dev/null | md5sum"):format(dev.path, 600))
+      assert.is_true(ublk.now() - t0 >= 0.3, "the read was delayed")
+      assert.are.equal(sh(("dd if=%s bs=4k count=1 skip=600 2>/dev/null | md5sum"):format(img)), out)
+      out = ok_serving(dev, ("dd if=%s bs=4k count=1 skip=%d iflag=direct 2>/dev/null | head -c 8"):format(dev.path, 768))
+      assert.are.equal("HHHHHHHH", out)
+      local st = dev:stats()
+      assert.is_true(calls.read >= 2 and calls.write == 2)
+      assert.is_true(st.lua.passed >= 2)
+      assert.are.equal(st.lua.requests, calls.read + calls.write)
+    end)
+
+    it("pass everything they return nothing for: fio verifies through a pass-through write hook", function()
+      local hooked = 0
+      local dev <close> = assert(ublk.new { target = "file", path = img, queues = 2,
+        hooks = { write = function() hooked = hooked + 1 end } })
+      assert(dev:start())
+      ok_serving(dev, fio_verify(dev.path, { rw = "randwrite", bs = "4k-128k", depth = 32, jobs = 2, size = "4m" }))
+      local st = dev:stats()
+      assert.is_true(hooked > 0)
+      assert.are.equal(hooked, st.lua.passed)
+      assert.are.equal(hooked, st.lua.requests) -- reads never went to Lua
+      assert.are.equal(0, st.lua.errors)
+    end)
+
+    it("are absent from a device without them: its requests never reach Lua", function()
+      local dev <close> = assert(ublk.new { target = "file", path = img })
+      assert(dev:start())
+      sh("dd if=" .. dev.path .. " of=/dev/null bs=64k count=16 iflag=direct 2>/dev/null")
+      assert.is_nil(dev:stats().lua)
+      assert.has_error(function() dev:dispatch() end, "dev:dispatch: this device has no handler or hooks, or is not started")
+    end)
+  end)
+
+  describe("stopping", function()
+    it("answers EIO for requests a handler still holds after the grace period, and leaves nothing", function()
+      local log, held = {}, 0
+      local dev = assert(ublk.new { size = "8M", handler = {
+        read = function(req)
+          if req.offset == 2^20 then held = held + 1; ublk.sleep(600) end -- not the partition scan's
+          req.buf:fill(0)
+        end,
+      }, log = function(line) log[#log + 1] = line end })
+      assert(dev:start())
+      local j = job.start(dd_read(dev.path, 2^20))
+      local deadline = ublk.now() + 30
+      repeat dev:dispatch(0.02) until held > 0 or ublk.now() > deadline
+      assert.are.equal(1, dev:stats().lua.held)
+      local t0 = ublk.now()
+      assert(dev:delete())
+      assert.is_true(ublk.now() - t0 < 15, "delete took " .. (ublk.now() - t0) .. " s")
+      local code, out = j:wait(30)
+      j:cleanup()
+      assert.are_not.equal(0, code)
+      assert.matches("Input/output error", out)
+      assert.matches("stopping: 1 requests still with handlers after 5 s were answered EIO", table.concat(log, "\n"))
+      assert.are.same({}, kernel.ublk_devices())
+    end)
+
+    it("a handler device left to the collector is stopped and deleted", function()
+      do
+        local dev = assert(ublk.new { size = "8M", queues = 2, handler = sector_store() })
+        assert(dev:start())
+        ok_serving(dev, "dd if=/dev/zero of=" .. dev.path .. " bs=64k count=4 oflag=direct 2>/dev/null")
+      end
+      collectgarbage()
+      collectgarbage()
+      assert.are.same({}, kernel.ublk_devices())
+    end)
+  end)
+
+  it("leaves no fd, thread or device behind", function()
+    collectgarbage()
+    collectgarbage()
+    assert.are.equal(fds, kernel.fd_count())
+    assert.are.equal(nthreads, threads())
+    assert.are.same({}, kernel.ublk_devices())
+  end)
+end)
