@@ -2,7 +2,8 @@
 -- and the medians, ratios, table and JSON (on the host, from the folder the VM left behind).
 --
 --   lua5.4 tools/bench.d/report.lua cases                  one line per case: name rw bs iodepth
---   lua5.4 tools/bench.d/report.lua devices                one line per device: name kind peer
+--   lua5.4 tools/bench.d/report.lua devices [ONLY]         one line per device: name kind peer group
+--                                                          (ONLY: all, base, peers, ublk or lua: those that run)
 --   lua5.4 tools/bench.d/report.lua check FIO_JSON         every job's error, or nothing; exit 1 on any
 --   lua5.4 tools/bench.d/report.lua progress FIO_JSON CASE "null_blk 68.1k  brd 63.0k ..." (exit 1 on errors)
 --   lua5.4 tools/bench.d/report.lua report DIR OUT_JSON    table on stdout, OUT_JSON written
@@ -16,15 +17,40 @@ local CASES = {
   { name = "read-128k-qd32",    label = "seq read 128k qd32", rw = "read",     bs = "128k", iodepth = 32, metric = "mb_s" },
 }
 
--- The devices, in table order. peer: the kernel driver a target is compared with ("vs peer").
+-- The devices, in table order (and the order of each round). peer: what a device is compared with
+-- ("vs peer"); also: a second comparison, for context ("also vs"). group: base, the kernel peers, the
+-- C targets and nbdkit's memory plugin; lua, the Lua comparisons (the Lua RAM disk of
+-- examples/ramdisk.lua vs the same logic as an nbdkit Lua plugin; the file target with a pass-through
+-- Lua write hook vs the plain file target). kind: peer (no ublk device) or ublk.
 local DEVICES = {
-  { name = "null_blk",  kind = "peer" },
-  { name = "ublk-null", kind = "ublk", peer = "null_blk" },
-  { name = "brd",       kind = "peer" },
-  { name = "ublk-ram",  kind = "ublk", peer = "brd" },
-  { name = "loop",      kind = "peer" },
-  { name = "ublk-file", kind = "ublk", peer = "loop" },
-  { name = "nbdkit",    kind = "peer", peer = "null_blk" },
+  { name = "null_blk",   kind = "peer", group = "base" },
+  { name = "ublk-null",  kind = "ublk", group = "base", peer = "null_blk", also = "nbdkit" },
+  { name = "brd",        kind = "peer", group = "base" },
+  { name = "ublk-ram",   kind = "ublk", group = "base", peer = "brd", also = "nbdkit" },
+  { name = "loop",       kind = "peer", group = "base" },
+  { name = "ublk-file",  kind = "ublk", group = "base", peer = "loop", also = "nbdkit" },
+  { name = "file-hook",  kind = "ublk", group = "lua",  peer = "ublk-file" },
+  { name = "nbdkit",     kind = "peer", group = "base", peer = "null_blk" },
+  { name = "nbdkit-lua", kind = "peer", group = "lua",  peer = "null_blk" },
+  { name = "lua-ram",    kind = "ublk", group = "lua",  peer = "nbdkit-lua", also = "null_blk" },
+}
+
+-- --only: which devices run. lua: the Lua comparisons with what they are compared with (ublk-file
+-- for file-hook) and null_blk for context.
+local ONLY = {
+  all = function() return true end,
+  base = function(d) return d.group == "base" end,
+  peers = function(d) return d.kind == "peer" end,
+  ublk = function(d) return d.kind == "ublk" end,
+  lua = function(d) return d.group == "lua" or d.name == "ublk-file" or d.name == "null_blk" end,
+}
+
+-- The aims the Lua comparisons are measured against (printed under the table when both ran).
+local AIMS = {
+  { device = "lua-ram", peer = "nbdkit-lua", at_least = 3, iodepth = 32,
+    text = "the Lua RAM disk >= 3 x nbdkit-lua at depth 32 with two queues" },
+  { device = "file-hook", peer = "ublk-file", at_least = 0.6, iodepth = 32, rw = "randwrite",
+    text = "a pass-through write hook keeps >= 0.6 x the plain file target's IOPS" },
 }
 
 local function die(msg)
@@ -103,7 +129,11 @@ if cmd == "cases" then
   for _, c in ipairs(CASES) do print(c.name, c.rw, c.bs, c.iodepth) end
   os.exit(0)
 elseif cmd == "devices" then
-  for _, d in ipairs(DEVICES) do print(d.name, d.kind, d.peer or "-") end
+  local only = arg[2] or "all"
+  local want = ONLY[only] or die("--only " .. only .. ": expected all, base, peers, ublk or lua")
+  for _, d in ipairs(DEVICES) do
+    if want(d) then print(d.name, d.kind, d.peer or "-", d.group) end
+  end
   os.exit(0)
 elseif cmd == "check" or cmd == "progress" then
   local doc, err = load_fio(arg[2] or die("usage: report.lua " .. cmd .. " FIO_JSON"))
@@ -158,9 +188,12 @@ for name in (meta.cases or ""):gmatch("[^,]+") do case_names[#case_names + 1] = 
 local devices_json = {}
 for _, d in ipairs(DEVICES) do
   if measured[d.name] then
-    devices_json[d.name] = { kind = d.kind, peer = d.peer, path = meta["dev." .. d.name .. ".path"],
+    devices_json[d.name] = { kind = d.kind, group = d.group, peer = d.peer, also = d.also,
+                             path = meta["dev." .. d.name .. ".path"],
                              setup = meta["dev." .. d.name .. ".setup"],
-                             queue = meta["dev." .. d.name .. ".queue"] }
+                             queue = meta["dev." .. d.name .. ".queue"],
+                             memory = meta["dev." .. d.name .. ".memory"], -- the Lua servers' memory
+                             stop = meta["dev." .. d.name .. ".stop"] }    -- how a Lua server ended
   end
 end
 
@@ -205,7 +238,7 @@ for _, cname in ipairs(case_names) do
           spread = (hi - lo) / med[k]
         end
       end
-      local res = { device = d.name, kind = d.kind, peer = d.peer, rounds = #rs, median = med,
+      local res = { device = d.name, kind = d.kind, peer = d.peer, also = d.also, rounds = #rs, median = med,
                     spread = spread, runs = rs }
       if #rs == 0 then res.median = nil end
       results[#results + 1] = res
@@ -219,7 +252,8 @@ for _, cname in ipairs(case_names) do
   for _, res in ipairs(results) do
     local v = value(res.device)
     if v and res.peer and value(res.peer) then res.vs_peer = v / value(res.peer) end
-    if v and res.kind == "ublk" and value("nbdkit") then res.vs_nbdkit = v / value("nbdkit") end
+    -- vs_nbdkit for the C targets (as before), vs_null_blk for lua-ram
+    if v and res.also and value(res.also) then res["vs_" .. res.also:gsub("%W", "_")] = v / value(res.also) end
   end
   cases_json[#cases_json + 1] = { name = c.name, label = c.label, rw = c.rw, bs = c.bs, iodepth = c.iodepth,
                                   metric = c.metric, results = results }
@@ -233,11 +267,14 @@ end
 print(("Linux %s (%s): fio %s, ioengine=%s direct=1 numjobs=1, %s s + %s s ramp per run, median over %d interleaved round(s)")
   :format(meta.release or "?", meta.kernel or "?", meta.fio_version or "?", meta.ioengine or "io_uring",
           meta.runtime or "?", meta.ramp or "?", rounds))
-print(("qemu TCG, 2 vCPUs; device size %s, one hardware queue each, scheduler none on blk-mq devices")
-  :format(meta.size or "?"))
+local lua_ram = measured["lua-ram"] or measured["nbdkit-lua"]
+print(("qemu TCG, 2 vCPUs; device size %s%s, one hardware queue each%s, scheduler none on blk-mq devices")
+  :format(meta.size or "?", lua_ram and meta.lua_size and (" (lua-ram and nbdkit-lua: " .. meta.lua_size .. ")") or "",
+          measured["lua-ram"] and " (lua-ram: two)" or ""))
 if meta.host then print("this machine: " .. meta.host) end
+if meta.vm_memory then print("VM memory: " .. meta.vm_memory) end
 local hdr = ("%-18s %-10s %12s %9s %9s %9s %7s  %-16s %s")
-print(hdr:format("case", "device", "result", "clat mean", "clat p50", "clat p99", "spread", "vs peer", "vs nbdkit"))
+print(hdr:format("case", "device", "result", "clat mean", "clat p50", "clat p99", "spread", "vs peer", "also vs"))
 print(hdr:format("", "", "", "us", "us", "us", "", "", ""))
 for _, cj in ipairs(cases_json) do
   for _, res in ipairs(cj.results) do
@@ -250,8 +287,33 @@ for _, cj in ipairs(cases_json) do
       m and ("%.1f"):format(m.clat_mean_us) or "-", m and ("%.1f"):format(m.clat_p50_us) or "-",
       m and m.clat_p99_us and ("%.0f"):format(m.clat_p99_us) or "-",
       res.spread and ("%.0f%%"):format(res.spread * 100) or "-",
-      fmt_ratio(res.vs_peer, res.peer), fmt_ratio(res.vs_nbdkit)))
+      fmt_ratio(res.vs_peer, res.peer), fmt_ratio(res.also and res["vs_" .. res.also:gsub("%W", "_")], res.also)))
   end
+end
+-- The Lua servers: their memory, and how they ended (SIGTERM, exit, device deleted).
+for _, d in ipairs(DEVICES) do
+  local dj = devices_json[d.name]
+  if dj and (dj.memory or dj.stop) then
+    print(("%s: %s"):format(d.name, table.concat({ dj.memory, dj.stop }, "; ")))
+  end
+end
+-- The aims of the Lua comparisons, for the cases where both sides ran.
+local aims_json = {}
+for _, aim in ipairs(AIMS) do
+  local lines = {}
+  for _, cj in ipairs(cases_json) do
+    if cj.iodepth == aim.iodepth and (not aim.rw or cj.rw == aim.rw) and cj.metric == "iops" then
+      for _, res in ipairs(cj.results) do
+        if res.device == aim.device and res.peer == aim.peer and res.vs_peer then
+          lines[#lines + 1] = ("%s %.2fx"):format(cj.label, res.vs_peer)
+          aims_json[#aims_json + 1] = { aim = aim.text, case = cj.name, device = aim.device, peer = aim.peer,
+                                        ratio = res.vs_peer, at_least = aim.at_least, met = res.vs_peer >= aim.at_least }
+          lines[#lines] = lines[#lines] .. (res.vs_peer >= aim.at_least and " (met)" or " (not met)")
+        end
+      end
+    end
+  end
+  if #lines > 0 then print(("aim: %s: %s"):format(aim.text, table.concat(lines, "; "))) end
 end
 if #errors > 0 then
   print("errors:")
@@ -264,16 +326,17 @@ for _, k in ipairs(meta_order) do
 end
 local doc = {
   kernel = meta.kernel, release = meta.release, generated = os.date("!%Y-%m-%dT%H:%M:%SZ"),
-  settings = settings, devices = devices_json, cases = cases_json, errors = errors,
+  settings = settings, devices = devices_json, cases = cases_json, aims = aims_json, errors = errors,
   notes = "result medians over the rounds; spread = (max - min) / median of the case's metric; "
-       .. "vs_peer and vs_nbdkit compare medians of the case's metric (iops, or mb_s for the 128k read)",
+       .. "vs_peer and vs_<also> (vs_nbdkit, vs_null_blk) compare medians of the case's metric (iops, or mb_s for the 128k read)",
 }
 local f = io.open(out_path, "w") or die("cannot write " .. out_path)
 local keyorder = {
-  "kernel", "release", "generated", "settings", "devices", "cases", "errors", "notes",
-  "only", "rounds", "runtime", "ramp", "size", "ioengine", "fio_version", "vm", "host", "order",
-  "name", "label", "rw", "bs", "iodepth", "metric", "results", "device", "kind", "peer", "path", "setup", "queue",
-  "median", "spread", "vs_peer", "vs_nbdkit", "runs", "round", "iops", "mb_s", "clat_mean_us",
+  "kernel", "release", "generated", "settings", "devices", "cases", "aims", "errors", "notes",
+  "only", "rounds", "runtime", "ramp", "size", "lua_size", "ioengine", "fio_version", "vm", "vm_memory", "host", "order",
+  "name", "label", "rw", "bs", "iodepth", "metric", "results", "device", "kind", "group", "peer", "also",
+  "path", "setup", "queue", "memory", "stop", "aim", "case", "ratio", "at_least", "met",
+  "median", "spread", "vs_peer", "vs_nbdkit", "vs_null_blk", "runs", "round", "iops", "mb_s", "clat_mean_us",
   "clat_p50_us", "clat_p99_us",
 }
 for _, d in ipairs(DEVICES) do keyorder[#keyorder + 1] = d.name end
