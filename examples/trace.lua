@@ -55,11 +55,9 @@ io.stdout:setvbuf("line")
 print(("ublk device %d: %s (tracing %s to %s)"):format(dev.id, dev.path, path, arg[2] or "stderr"))
 local _, why = assert(dev:run())
 print(("stopped (%s) and deleted; %d requests, the slowest %.1f us"):format(why, count, worst))
-local most = 0
-for _, n in pairs(buckets) do most = math.max(most, n) end
-local top = 0
-for b in pairs(buckets) do top = math.max(top, b) end
-for b = 0, top do
+local most, low, high = 0, math.huge, 0
+for b, n in pairs(buckets) do most, low, high = math.max(most, n), math.min(low, b), math.max(high, b) end
+for b = low, high do
   local n = buckets[b] or 0
   print(("%10s us %8d %s"):format(b == 0 and "<= 1" or ("<= " .. (1 << b)), n, string.rep("#", math.ceil(n * 50 / most))))
 end

@@ -8,6 +8,7 @@
 local kernel = require("support.kernel")
 local run = require("support.run")
 local job = require("support.job")
+local disk = require("support.disk")
 kernel.require_driver()
 local ublk = require("ublk")
 local uv = require("luv") -- loaded before the fd count below: its loop keeps descriptors
@@ -29,20 +30,8 @@ local function ok_serving(dev, cmd, timeout)
   return out
 end
 
-local function sh(cmd)
-  local code, out, err = run.plain(cmd)
-  assert(code == 0, ("`%s` failed (%d):\n%s%s"):format(cmd, code, out, err))
-  return out
-end
-
-local function fio_verify(path, o)
-  return table.concat({
-    "fio --name=verify --filename=" .. path, "--direct=1 --ioengine=io_uring",
-    "--rw=" .. o.rw, "--bsrange=" .. o.bs, "--iodepth=" .. o.depth,
-    "--numjobs=" .. (o.jobs or 1), "--size=" .. (o.size or "8m"), "--offset_increment=" .. (o.size or "8m"),
-    "--verify=crc32c --do_verify=1 --verify_fatal=1 --group_reporting --output-format=terse --terse-version=3",
-  }, " ")
-end
+local sh = disk.sh
+local fio_command = disk.fio_command
 
 -- A disk in a Lua table of 512-byte sectors: any size and alignment the kernel sends.
 local function sector_store()
@@ -99,8 +88,8 @@ describe("Lua handlers on the real driver", function()
       local h = sector_store()
       local dev <close> = assert(ublk.new { size = "32M", queues = 2, depth = 64, handler = h })
       assert(dev:start())
-      ok_serving(dev, fio_verify(dev.path, { rw = "randwrite", bs = "512-512k", depth = 64, jobs = 2 }))
-      ok_serving(dev, fio_verify(dev.path, { rw = "write", bs = "64k-64k", depth = 1, jobs = 2, size = "4m" }))
+      disk.fio_ok(ok_serving(dev, fio_command(dev.path, { rw = "randwrite", bs = "512-512k", depth = 64, jobs = 2 })))
+      disk.fio_ok(ok_serving(dev, fio_command(dev.path, { rw = "write", bs = "64k", depth = 1, jobs = 2, size = "4m" })))
       local st = dev:stats()
       local sum = 0
       for q, s in ipairs(st.queues) do
@@ -382,7 +371,7 @@ describe("Lua handlers on the real driver", function()
     end
     local dev <close> = assert(ublk.new { size = "16M", queues = 2, handler = h })
     assert(dev:start())
-    local j = job.start(fio_verify(dev.path, { rw = "randwrite", bs = "4k-64k", depth = 16, jobs = 2 }))
+    local j = job.start(fio_command(dev.path, { rw = "randwrite", bs = "4k-64k", depth = 16, jobs = 2, size = "8m" }))
     local dispatches = 0
     local poll = uv.new_poll(dev:fd())
     poll:start("r", function() dispatches = dispatches + 1; dev:dispatch() end)
@@ -396,6 +385,7 @@ describe("Lua handlers on the real driver", function()
     local out, err = j:stdout(), j:stderr()
     j:cleanup()
     assert.are.equal(0, code, out .. err)
+    disk.fio_ok(out)
     assert.is_true(dispatches > 0)
     assert.is_true(slept > 0, "a handler slept")
     assert.are.equal(0, dev:stats().lua.errors)
@@ -448,7 +438,7 @@ describe("Lua handlers on the real driver", function()
       local dev <close> = assert(ublk.new { target = "file", path = img, queues = 2,
         hooks = { write = function() hooked = hooked + 1 end } })
       assert(dev:start())
-      ok_serving(dev, fio_verify(dev.path, { rw = "randwrite", bs = "4k-128k", depth = 32, jobs = 2, size = "4m" }))
+      disk.fio_ok(ok_serving(dev, fio_command(dev.path, { rw = "randwrite", bs = "4k-128k", depth = 32, jobs = 2, size = "4m" })))
       local st = dev:stats()
       assert.is_true(hooked > 0)
       assert.are.equal(hooked, st.lua.passed)

@@ -3,17 +3,13 @@
 -- and `ublk add`/`list`/`del`.
 local kernel = require("support.kernel")
 local run = require("support.run")
+local disk = require("support.disk")
 kernel.require_driver()
 local ublk = require("ublk")
 
 local TMP = os.getenv("TMPDIR") or "/tmp"
 
--- A shell command that is not ours (fio, mkfs, dd): must succeed; returns stdout.
-local function sh(cmd)
-  local code, out, err = run.plain(cmd)
-  assert(code == 0, ("`%s` failed (%d):\n%s%s"):format(cmd, code, out, err))
-  return out
-end
+local sh = disk.sh
 
 -- Our threads, not io_uring's own workers (iou-wrk-*, which the kernel retires when idle).
 local function threads()
@@ -33,21 +29,7 @@ local function no_devices_left()
   assert.are.equal("", sh("ls /dev | grep '^ublkb' || true"))
 end
 
--- fio writes then reads back and checks every block (crc32c); fails on any mismatch or error.
-local function fio_verify(path, o)
-  local args = table.concat({
-    "fio --name=verify --filename=" .. path, "--direct=1 --ioengine=io_uring",
-    "--rw=" .. o.rw, "--bsrange=" .. (o.bs:find("-") and o.bs or o.bs .. "-" .. o.bs), "--iodepth=" .. o.depth,
-    "--numjobs=" .. (o.jobs or 1), "--size=" .. (o.size or "16m"), "--offset_increment=" .. (o.size or "16m"),
-    "--verify=crc32c --do_verify=1 --verify_fatal=1 --group_reporting --output-format=terse --terse-version=3",
-  }, " ")
-  local out = sh(args)
-  -- terse v3: field 5 is the error count of the group
-  local fields = {}
-  for f in (out:match("[^\n]*3;[^\n]*") or ""):gmatch("([^;]*);?") do fields[#fields + 1] = f end
-  assert.are.equal("0", fields[5], "fio reported errors:\n" .. out)
-  return out
-end
+local fio_verify = disk.fio_verify
 
 local function queue_requests(dev)
   local counts = {}
@@ -133,17 +115,7 @@ describe("serving I/O on the real driver", function()
         if target == "file" then opts.path = TMP .. "/ext4-backing.img"; os.remove(opts.path) end
         local dev <close> = assert(ublk.new(opts))
         assert(dev:start())
-        local mnt = TMP .. "/mnt-" .. target
-        sh("mkdir -p " .. mnt .. " && mkfs.ext4 -q -F " .. dev.path)
-        sh(("mount %s %s && dd if=/dev/urandom of=%s/blob bs=1M count=8 2>/dev/null && cp -r lua %s/lua && sync"):format(
-          dev.path, mnt, mnt, mnt))
-        local sum = sh(("cd %s && find . -type f | sort | xargs md5sum"):format(mnt))
-        sh("umount " .. mnt)
-        sh("e2fsck -fn " .. dev.path)
-        sh(("mount -o ro %s %s"):format(dev.path, mnt))
-        assert.are.equal(sum, sh(("cd %s && find . -type f | sort | xargs md5sum"):format(mnt)))
-        assert.matches("blob", sum)
-        sh("umount " .. mnt)
+        disk.ext4_round_trip(dev.path, TMP .. "/mnt-" .. target)
         if opts.path then os.remove(opts.path) end
       end)
     end
