@@ -2,10 +2,15 @@
  * The Lua thread's side of hooked requests (lua_bridge.c, lua_request.c): which requests Lua holds,
  * the answers waiting to go back, and the pollable descriptor of the device's Lua work.
  *
- * A request is held from _take until it is answered. Each (queue, tag) slot has a generation that
- * moves on when the request is answered, so a request or buffer kept past that raises a clear
- * error instead of touching a buffer the kernel has reused. Answers collect per queue while a
- * dispatch runs and go to each queue thread in one batch (one lock, one knock) at _flush.
+ * A request is held from the moment it is taken until it is answered. Each (queue, tag) slot has a
+ * generation that moves on when the request is answered, so a request or buffer kept past that
+ * raises a clear error instead of touching a buffer the kernel has reused. Answers collect per
+ * queue while a dispatch runs and go to each queue thread in one batch (one lock, one knock) at
+ * _flush.
+ *
+ * The bridge is malloc'd and belongs to the device; requests and buffers reach it through the
+ * device userdata (their uservalue keeps it), whose bridge pointer is NULL once freed: a request
+ * a finalizer resurrects after the device's own __gc finds it dead, not freed memory.
  */
 #ifndef LUA_UBLK_BRIDGE_H
 #define LUA_UBLK_BRIDGE_H
@@ -13,6 +18,7 @@
 #include <lua.h>
 #include <stdint.h>
 
+#include "lua_ublk.h"
 #include "server.h"
 
 struct bridge_slot {
@@ -29,7 +35,9 @@ struct ublk_bridge {
 	int timerfd;
 	int batching;           /* inside a dispatch: answers wait for _flush */
 	struct bridge_slot *slots;       /* q * depth + tag */
-	struct ublk_handoff_req *taken;  /* scratch for _take and abandon */
+	struct ublk_handoff_req *taken;  /* the batch _run works through: taken[pos..n) still to run */
+	size_t pos, n;
+	struct ublk_handoff_req *closing; /* scratch for abandon */
 	struct ublk_remote_done *done;   /* q * depth + i: answers not yet sent */
 	int *nr_done;
 	uint64_t requests, batches, errors, passed; /* batches: takes that found requests */
@@ -42,24 +50,28 @@ static inline struct bridge_slot *bridge_slot(struct ublk_bridge *b, int q_id, i
 
 static inline int bridge_live(struct ublk_bridge *b, int q_id, int tag, uint32_t gen)
 {
-	const struct bridge_slot *s = bridge_slot(b, q_id, tag);
+	const struct bridge_slot *s;
 
-	return b->srv && s->held && s->gen == gen;
+	if (!b || !b->srv)
+		return 0;
+	s = bridge_slot(b, q_id, tag);
+	return s->held && s->gen == gen;
 }
 
 /* The request in (q_id, tag) is answered: result, or passed on to the C target. */
 void ublk_bridge_answer(struct ublk_bridge *b, int q_id, int tag, int result, int pass);
 
-/* A request's handle, and for reads and writes its buffer. Uservalue 1: the device (keeps the
- * bridge alive as long as any request or buffer is referenced). */
+/* A request's handle, which is also its buffer (req.buf). Uservalue 1: the device, so d stays
+ * valid memory as long as the handle is referenced. */
 struct request_handle {
-	struct ublk_bridge *b;
+	struct device_handle *d;
 	uint32_t gen;
 	uint16_t q_id, tag;
 	uint8_t op;
 	uint8_t deferred;
 	uint32_t flags;
-	uint32_t length;
+	uint32_t length;          /* of its data: 0 for ops without (flush, discard, write_zeroes) */
+	uint64_t span;            /* the bytes it covers: req.length */
 	uint64_t offset;
 	uint64_t received_ns;
 	unsigned char *data;
@@ -69,8 +81,12 @@ struct request_handle {
  * taken request its table (a new ublk.request; the device userdata at index dev, the two
  * metatables at mts and mts + 1). Returns its handle. */
 void ublk_request_metatables(lua_State *L);
-struct request_handle *ublk_request_push(lua_State *L, int dev, int mts, struct ublk_bridge *b,
-					 const struct ublk_handoff_req *h);
+struct request_handle *ublk_request_push(lua_State *L, int dev, int mts, const struct ublk_handoff_req *h);
+/* The bridge of a request's device, or NULL once the device let it go. */
+static inline struct ublk_bridge *request_bridge(const struct request_handle *v)
+{
+	return v->d->bridge;
+}
 /* What the n values from index first (a handler's return) answer: 0 with *result and *pass, or -1
  * with a message pushed (the caller answers EIO). */
 int ublk_request_result(lua_State *L, struct request_handle *r, int first, int n, int *result, int *pass);

@@ -11,7 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#define CTRL_RING_DEPTH 4
+#define CTRL_RING_DEPTH 8 /* nested commands (ctrl.h) */
 
 int ublk_ctrl_open(struct ublk_ctrl **out, const char *path)
 {
@@ -61,45 +61,75 @@ void ublk_ctrl_prep(unsigned char image[128], int fd, __u32 cmd_op, const struct
 	memcpy(sqe->cmd, header, sizeof(*header));
 }
 
-int ublk_ctrl_submit(struct ublk_ctrl *c, const unsigned char image[128])
+int ublk_ctrl_submit(struct ublk_ctrl *c, const unsigned char image[128], __u64 *tag)
 {
 	struct io_uring_sqe *sqe = io_uring_get_sqe(&c->ring);
 	int ret;
 
 	if (!sqe)
-		return -EBUSY; /* cannot happen: one command at a time, each reaped before the next */
+		return -EBUSY; /* more nested commands than the ring holds */
 	memcpy(sqe, image, 128);
+	*tag = ++c->last_tag;
+	io_uring_sqe_set_data64(sqe, *tag);
 	ret = io_uring_submit(&c->ring);
 	return ret < 0 ? ret : 0;
 }
 
-int ublk_ctrl_reap(struct ublk_ctrl *c, int wait, int *res)
+static int unstash(struct ublk_ctrl *c, __u64 tag, int *res)
+{
+	int i;
+
+	for (i = 0; i < c->nstash; i++) {
+		if (c->stash[i].tag == tag) {
+			*res = c->stash[i].res;
+			c->stash[i] = c->stash[--c->nstash];
+			return 1;
+		}
+	}
+	return 0;
+}
+
+int ublk_ctrl_reap(struct ublk_ctrl *c, __u64 tag, int wait, int *res)
 {
 	struct io_uring_cqe *cqe;
 	int ret;
 
-	do
-		ret = wait ? io_uring_wait_cqe(&c->ring, &cqe) : io_uring_peek_cqe(&c->ring, &cqe);
-	while (ret == -EINTR);
-	if (ret == -EAGAIN && !wait)
-		return 0;
-	if (ret < 0)
-		return ret;
-	*res = cqe->res;
-	io_uring_cqe_seen(&c->ring, cqe);
-	return 1;
+	for (;;) {
+		if (unstash(c, tag, res))
+			return 1;
+		do
+			ret = wait ? io_uring_wait_cqe(&c->ring, &cqe) : io_uring_peek_cqe(&c->ring, &cqe);
+		while (ret == -EINTR);
+		if (ret == -EAGAIN && !wait)
+			return 0;
+		if (ret < 0)
+			return ret;
+		if (cqe->user_data == tag) {
+			*res = cqe->res;
+			io_uring_cqe_seen(&c->ring, cqe);
+			return 1;
+		}
+		/* an answer for a command this one nests in (or that nests in it): keep it for that one;
+		 * the ring holds CTRL_RING_DEPTH commands, so the stash cannot overflow */
+		if (c->nstash < UBLK_CTRL_STASH) {
+			c->stash[c->nstash].tag = cqe->user_data;
+			c->stash[c->nstash++].res = cqe->res;
+		}
+		io_uring_cqe_seen(&c->ring, cqe);
+	}
 }
 
 int ublk_ctrl_run(struct ublk_ctrl *c, const unsigned char image[128], int *from_ring)
 {
 	int ret, res = 0;
+	__u64 tag;
 
 	if (from_ring)
 		*from_ring = 1;
-	ret = ublk_ctrl_submit(c, image);
+	ret = ublk_ctrl_submit(c, image, &tag);
 	if (ret < 0)
 		return ret;
-	ret = ublk_ctrl_reap(c, 1, &res);
+	ret = ublk_ctrl_reap(c, tag, 1, &res);
 	if (ret < 0)
 		return ret;
 	if (from_ring)

@@ -6,11 +6,17 @@
 
 #include "ublk_uapi.h"
 
+/* Answers reaped for another command than the one waiting (see ublk_ctrl_reap). */
+#define UBLK_CTRL_STASH 8
+
 struct ublk_ctrl {
 	int fd;
 	int refs;   /* the Lua handle and every device opened through it */
 	int legacy; /* the kernel lacks UBLK_F_CMD_IOCTL_ENCODE: send the legacy opcodes */
 	struct io_uring ring;
+	__u64 last_tag;  /* each command's user_data: commands may nest (below) */
+	int nstash;
+	struct { __u64 tag; int res; } stash[UBLK_CTRL_STASH];
 };
 
 int ublk_ctrl_open(struct ublk_ctrl **out, const char *path); /* 0 or -errno */
@@ -27,10 +33,12 @@ int ublk_ctrl_run(struct ublk_ctrl *c, const unsigned char sqe[128], int *from_r
 
 /* The two halves of ublk_ctrl_run, for a caller with other work while the kernel works (the Lua
  * thread serving its own device's requests during START_DEV and STOP_DEV): submit (0 or -errno of
- * the ring), then reap: 1 with *res set, 0 when not there yet (wait = 0), or -errno of the ring.
- * The ring's fd polls readable once the answer is there. */
-int ublk_ctrl_submit(struct ublk_ctrl *c, const unsigned char sqe[128]);
-int ublk_ctrl_reap(struct ublk_ctrl *c, int wait, int *res);
+ * the ring; *tag names the command), then reap: 1 with *res set, 0 when not there yet (wait = 0),
+ * or -errno of the ring. The ring's fd polls readable once an answer is there.
+ * Commands may nest: while one waits, a handler (or the collector) may send another on the same
+ * ring. Each reaps its own answer by tag; one for the other is kept for it. */
+int ublk_ctrl_submit(struct ublk_ctrl *c, const unsigned char sqe[128], __u64 *tag);
+int ublk_ctrl_reap(struct ublk_ctrl *c, __u64 tag, int wait, int *res);
 
 /* A bufferless command about one device (STOP_DEV, DEL_DEV...) for callers that need no trace: the
  * legacy number or the ioctl encoding (direction dir), as the ring was told. The CQE's res. */

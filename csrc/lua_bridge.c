@@ -1,7 +1,7 @@
 /*
  * The bridge of a device with Lua handlers or hooks (bridge.h): its life next to the server, the
  * pollable descriptor of its Lua work with the handlers' timer and watched descriptors, and the
- * device methods lua/ublk/handler.lua drives a dispatch with (_poll, _take, _flush).
+ * device methods lua/ublk/handler.lua drives a dispatch with (_poll, _run, _flush).
  */
 #include <errno.h>
 #include <lauxlib.h>
@@ -64,14 +64,15 @@ int ublk_bridge_abandon(struct ublk_bridge *b)
 	if (!b || !b->srv)
 		return 0;
 	b->batching = 1;
-	n = ublk_handoff_close(&b->srv->handoff, b->taken, (size_t)b->nr_queues * (size_t)b->depth);
+	n = ublk_handoff_close(&b->srv->handoff, b->closing, (size_t)b->nr_queues * (size_t)b->depth);
 	epoll_ctl(b->epfd, EPOLL_CTL_DEL, b->srv->handoff.efd, NULL); /* nothing more comes (ENOENT the second time) */
 	for (i = 0; i < n; i++) {
 		/* listed, never taken: hold it just to answer it */
-		bridge_slot(b, b->taken[i].q_id, b->taken[i].tag)->held = 1;
-		ublk_bridge_answer(b, b->taken[i].q_id, b->taken[i].tag, -EIO, 0);
+		bridge_slot(b, b->closing[i].q_id, b->closing[i].tag)->held = 1;
+		ublk_bridge_answer(b, b->closing[i].q_id, b->closing[i].tag, -EIO, 0);
 		count++;
 	}
+	/* and everything taken, whether its handler ran or not (a _run below us skips these) */
 	for (q = 0; q < b->nr_queues; q++)
 		for (tag = 0; tag < b->depth; tag++)
 			if (bridge_slot(b, q, tag)->held) {
@@ -105,6 +106,7 @@ void ublk_bridge_free(struct ublk_bridge *b)
 		close(b->timerfd);
 	free(b->slots);
 	free(b->taken);
+	free(b->closing);
 	free(b->done);
 	free(b->nr_done);
 	free(b);
@@ -129,9 +131,10 @@ int ublk_bridge_attach(struct device_handle *d, int hooks_pass)
 	b->hooks_pass = hooks_pass;
 	b->slots = calloc(n, sizeof(b->slots[0]));
 	b->taken = calloc(n, sizeof(b->taken[0]));
+	b->closing = calloc(n, sizeof(b->closing[0]));
 	b->done = calloc(n, sizeof(b->done[0]));
 	b->nr_done = calloc((size_t)s->nr_queues, sizeof(b->nr_done[0]));
-	if (!b->slots || !b->taken || !b->done || !b->nr_done) {
+	if (!b->slots || !b->taken || !b->closing || !b->done || !b->nr_done) {
 		ret = -ENOMEM;
 		goto fail;
 	}
@@ -173,24 +176,55 @@ static struct ublk_bridge *check_bridge(lua_State *L)
 
 /* ---- the device's bridge methods ---- */
 
+/* Call the function and nargs arguments on top; what it raises is dropped (the dispatch must go
+ * on: a request left half-handled here would never be answered). 0, or -1 when it raised. */
+static int call_dropping_errors(lua_State *L, int nargs)
+{
+	if (lua_pcall(L, nargs, 0, 0) == LUA_OK)
+		return 0;
+	lua_pop(L, 1);
+	return -1;
+}
+
 /* Answer a request whose handler returned the nres values on top of co's stack; what is wrong
  * with values that mean nothing goes to on_error(req, message, false). */
 static void finish_returned(lua_State *L, lua_State *co, struct request_handle *v, int nres, int req, int on_error)
 {
+	struct ublk_bridge *b = request_bridge(v);
 	int result, pass;
 
-	if (!bridge_live(v->b, v->q_id, v->tag, v->gen) || v->deferred)
+	if (!bridge_live(b, v->q_id, v->tag, v->gen) || v->deferred)
 		return; /* answered by req:done meanwhile, or to be */
 	if (ublk_request_result(co, v, lua_gettop(co) - nres + 1, nres, &result, &pass) == 0) {
-		ublk_bridge_answer(v->b, v->q_id, v->tag, result, pass);
+		ublk_bridge_answer(b, v->q_id, v->tag, result, pass);
 		return;
 	}
-	ublk_bridge_answer(v->b, v->q_id, v->tag, -EIO, 0);
+	ublk_bridge_answer(b, v->q_id, v->tag, -EIO, 0);
 	lua_pushvalue(L, on_error);
 	lua_pushvalue(L, req);
 	lua_xmove(co, L, 1);
 	lua_pushboolean(L, 0);
-	lua_call(L, 3, 0);
+	call_dropping_errors(L, 3);
+}
+
+/* A handler raised (its error object on top of co): EIO, and on_error(req, traceback, true). */
+static void finish_raised(lua_State *L, lua_State *co, struct request_handle *v, int req, int on_error)
+{
+	struct ublk_bridge *b = request_bridge(v);
+	const char *msg;
+
+	if (bridge_live(b, v->q_id, v->tag, v->gen))
+		ublk_bridge_answer(b, v->q_id, v->tag, -EIO, 0);
+	lua_xmove(co, L, 1); /* the error object, converted here: no metamethod runs on a dead coroutine */
+	if (lua_type(L, -1) == LUA_TSTRING || lua_type(L, -1) == LUA_TNUMBER)
+		msg = lua_tostring(L, -1);
+	else
+		msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, -1));
+	lua_pushvalue(L, on_error);
+	lua_pushvalue(L, req);
+	luaL_traceback(L, co, msg, 0); /* the dead coroutine's stack still tells where */
+	lua_pushboolean(L, 1);
+	call_dropping_errors(L, 3);
 }
 
 /**
@@ -198,16 +232,22 @@ static void finish_returned(lua_State *L, lua_State *co, struct request_handle *
  * Takes the requests the queue threads handed over and runs each one's handler (handlers[op], by
  * op number) in a coroutine: one from pool (a list) or a new one, which goes into the weak set
  * workers. A handler that returns is answered here and its coroutine goes back to the pool; one
- * that yields is given to on_yield(co, req, yielded...); one that raises is answered EIO and its
- * traceback given to on_error(req, traceback, true); values that mean nothing are answered EIO and
- * what is wrong with them given to on_error(req, message, false). An op the table
- * lacks is answered EOPNOTSUPP. Answers go back to the queues every 8 requests. How many.
+ * that yields is given to on_yield(co, req, yielded...) (at most 4 values); one that raises is
+ * answered EIO and its traceback given to on_error(req, traceback, true); values that mean nothing
+ * are answered EIO and what is wrong with them given to on_error(req, message, false). An op the
+ * table lacks is answered EOPNOTSUPP. Answers go back to the queues every 8 requests. Returns how
+ * many handlers it started.
+ *
+ * Re-entrant and safe against errors: every request is marked held when taken and the batch's
+ * position moves before its handler runs, so a handler that dispatches again, a stop in the middle
+ * (which answers whatever is held) or an error escaping from here runs no request twice and
+ * forgets none (the next _run goes on where this one stopped).
  */
 static int l_run(lua_State *L)
 {
 	enum { DEV = 1, HANDLERS, POOL, WORKERS, ON_YIELD, ON_ERROR, MTS, TOP = MTS + 1 };
 	struct ublk_bridge *b = check_bridge(L);
-	size_t n, i;
+	lua_Integer started = 0;
 
 	luaL_checktype(L, HANDLERS, LUA_TTABLE);
 	luaL_checktype(L, POOL, LUA_TTABLE);
@@ -215,26 +255,35 @@ static int l_run(lua_State *L)
 	luaL_checktype(L, ON_YIELD, LUA_TFUNCTION);
 	luaL_checktype(L, ON_ERROR, LUA_TFUNCTION);
 	lua_settop(L, ON_ERROR);
+	luaL_checkstack(L, 24, NULL);
 	if (!b->srv) {
 		lua_pushinteger(L, 0);
 		return 1;
 	}
 	ublk_request_metatables(L); /* MTS, MTS + 1 */
-	n = ublk_handoff_take(&b->srv->handoff, b->taken, (size_t)b->nr_queues * (size_t)b->depth);
-	b->requests += n;
-	b->batches += n > 0;
-	for (i = 0; i < n; i++) {
-		const struct ublk_handoff_req *h = &b->taken[i];
+	if (b->pos == b->n) {
+		size_t i;
+
+		b->n = ublk_handoff_take(&b->srv->handoff, b->taken, (size_t)b->nr_queues * (size_t)b->depth);
+		b->pos = 0;
+		b->requests += b->n;
+		b->batches += b->n > 0;
+		for (i = 0; i < b->n; i++) /* from here on, a stop answers them */
+			bridge_slot(b, b->taken[i].q_id, b->taken[i].tag)->held = 1;
+	}
+	while (b->srv && b->pos < b->n) {
+		const struct ublk_handoff_req h = b->taken[b->pos++];
 		struct request_handle *v;
 		lua_State *co;
 		int req, coi, status, nres = 0;
 		lua_Integer pooled;
 
-		bridge_slot(b, h->q_id, h->tag)->held = 1;
-		v = ublk_request_push(L, DEV, MTS, b, h);
+		if (!bridge_slot(b, h.q_id, h.tag)->held)
+			continue; /* a stop answered it meanwhile */
+		v = ublk_request_push(L, DEV, MTS, &h);
 		req = lua_gettop(L);
-		if (lua_rawgeti(L, HANDLERS, ublksrv_get_op(&h->iod)) != LUA_TFUNCTION) {
-			ublk_bridge_answer(b, h->q_id, h->tag, -EOPNOTSUPP, 0);
+		if (lua_rawgeti(L, HANDLERS, ublksrv_get_op(&h.iod)) != LUA_TFUNCTION) {
+			ublk_bridge_answer(b, h.q_id, h.tag, -EOPNOTSUPP, 0);
 			lua_settop(L, TOP);
 			continue;
 		}
@@ -254,33 +303,32 @@ static int l_run(lua_State *L)
 		lua_pushvalue(L, req + 1); /* the handler */
 		lua_pushvalue(L, req);
 		lua_xmove(L, co, 2);
+		started++;
 		status = lua_resume(co, L, 1, &nres);
 		if (status == LUA_OK) {
 			finish_returned(L, co, v, nres, req, ON_ERROR);
 			lua_settop(co, 0);
 			lua_pushvalue(L, coi);
-			lua_rawseti(L, POOL, pooled > 0 ? pooled : (lua_Integer)lua_rawlen(L, POOL) + 1);
+			lua_rawseti(L, POOL, (lua_Integer)lua_rawlen(L, POOL) + 1);
 		} else if (status == LUA_YIELD) {
+			if (nres > 4) { /* the scheduler's protocol yields at most 4 values */
+				lua_pop(co, nres - 4);
+				nres = 4;
+			}
 			lua_pushvalue(L, ON_YIELD);
 			lua_pushvalue(L, coi);
 			lua_pushvalue(L, req);
 			lua_xmove(co, L, nres);
-			lua_call(L, 2 + nres, 0);
+			if (call_dropping_errors(L, 2 + nres) < 0 && bridge_live(b, h.q_id, h.tag, v->gen))
+				ublk_bridge_answer(b, h.q_id, h.tag, -EIO, 0); /* nobody will resume it */
 		} else {
-			/* raised: the coroutine is dead; its stack still tells where */
-			if (bridge_live(b, h->q_id, h->tag, v->gen))
-				ublk_bridge_answer(b, h->q_id, h->tag, -EIO, 0);
-			lua_pushvalue(L, ON_ERROR);
-			lua_pushvalue(L, req);
-			luaL_traceback(L, co, luaL_tolstring(co, -1, NULL), 0);
-			lua_pushboolean(L, 1);
-			lua_call(L, 3, 0);
+			finish_raised(L, co, v, req, ON_ERROR);
 		}
 		lua_settop(L, TOP);
-		if (i % 8 == 7)
+		if (started % 8 == 0)
 			flush_all(b); /* the queue threads work on these while we run the rest */
 	}
-	lua_pushinteger(L, (lua_Integer)n);
+	lua_pushinteger(L, started);
 	return 1;
 }
 

@@ -106,11 +106,12 @@ static int l_command(lua_State *L)
 	}
 	if (lua_isfunction(L, 10)) {
 		int res = 0, idle_failed = 0;
+		__u64 tag = 0;
 
 		from_ring = 1;
-		ret = ublk_ctrl_submit(h->ctrl, sqe);
+		ret = ublk_ctrl_submit(h->ctrl, sqe, &tag);
 		while (ret == 0) {
-			ret = ublk_ctrl_reap(h->ctrl, idle_failed, &res);
+			ret = ublk_ctrl_reap(h->ctrl, tag, idle_failed, &res);
 			if (ret != 0 || idle_failed)
 				break;
 			lua_pushvalue(L, 10);
@@ -288,7 +289,6 @@ static const luaL_Reg device_methods[] = {
 	{ "_forget", l_device_forget },
 	{ "_owned", l_device_owned },
 	{ "_data", l_device_data },
-	{ "_gc", l_device_gc },
 	{ NULL, NULL },
 };
 

@@ -24,20 +24,25 @@ const char *ublk_op_name(unsigned op)
 
 static int live(const struct request_handle *v)
 {
-	return bridge_live(v->b, v->q_id, v->tag, v->gen);
+	return bridge_live(request_bridge(v), v->q_id, v->tag, v->gen);
 }
 
-struct request_handle *ublk_request_push(lua_State *L, int dev, int mts, struct ublk_bridge *b,
-					 const struct ublk_handoff_req *h)
+/* The key of a request table's handle: req.buf is the same object, but a handler may overwrite
+ * that field; this one it cannot reach. */
+static char handle_key; /* only its address matters */
+
+struct request_handle *ublk_request_push(lua_State *L, int dev, int mts, const struct ublk_handoff_req *h)
 {
 	unsigned op = ublksrv_get_op(&h->iod);
+	struct device_handle *d = lua_touserdata(L, dev);
+	struct ublk_bridge *b = d->bridge;
 	struct request_handle *v;
 
-	/* Only what nearly every handler reads is a field; flags, fua, queue and tag come from
-	 * __index, so a request costs few calls to make. */
-	lua_createtable(L, 0, 4);
+	/* Only what nearly every handler reads is a field; flags, fua, queue, tag and received come
+	 * from __index, so a request costs few calls to make. */
+	lua_createtable(L, 0, 5);
 	v = lua_newuserdatauv(L, sizeof(*v), 1);
-	v->b = b;
+	v->d = d;
 	v->gen = bridge_slot(b, h->q_id, h->tag)->gen;
 	v->q_id = h->q_id;
 	v->tag = h->tag;
@@ -46,19 +51,23 @@ struct request_handle *ublk_request_push(lua_State *L, int dev, int mts, struct 
 	v->flags = h->iod.op_flags;
 	v->offset = (uint64_t)h->iod.start_sector << 9;
 	v->received_ns = h->received_ns;
-	v->length = (op == UBLK_IO_OP_READ || op == UBLK_IO_OP_WRITE) ? h->iod.nr_sectors << 9 : 0;
-	v->data = ublk_queue_buf(b->srv->queues[h->q_id], h->tag);
+	v->span = (uint64_t)h->iod.nr_sectors << 9;
+	v->length = (op == UBLK_IO_OP_READ || op == UBLK_IO_OP_WRITE) ? (uint32_t)v->span : 0;
+	v->data = ublk_queue_buf(b->srv->queues[h->q_id], h->tag); /* only called while served */
 	lua_pushvalue(L, mts);
 	lua_setmetatable(L, -2);
 	lua_pushvalue(L, dev);
 	lua_setiuservalue(L, -2, 1);
+	lua_pushlightuserdata(L, &handle_key);
+	lua_pushvalue(L, -2);
+	lua_rawset(L, -4);
 	lua_setfield(L, -2, "buf");
 	lua_pushstring(L, ublk_op_name(op));
 	lua_setfield(L, -2, "op");
 	lua_pushinteger(L, (lua_Integer)v->offset);
 	lua_setfield(L, -2, "offset");
 	/* discard and write_zeroes have a length too, with no data */
-	lua_pushinteger(L, (lua_Integer)h->iod.nr_sectors << 9);
+	lua_pushinteger(L, (lua_Integer)v->span);
 	lua_setfield(L, -2, "length");
 	lua_pushvalue(L, mts + 1);
 	lua_setmetatable(L, -2);
@@ -77,19 +86,22 @@ static struct request_handle *handle_of(lua_State *L, const char *what)
 	struct request_handle *v;
 
 	luaL_checktype(L, 1, LUA_TTABLE);
-	lua_getfield(L, 1, "buf");
+	lua_pushlightuserdata(L, &handle_key);
+	lua_rawget(L, 1);
 	v = luaL_testudata(L, -1, UBLK_BUFFER_MT);
 	if (!v)
-		luaL_error(L, "%s: not a ublk request (req.buf is not its buffer)", what);
+		luaL_error(L, "%s: not a ublk request", what);
 	lua_pop(L, 1);
 	return v;
 }
 
 /*
- * What a handler's values mean (README "Handlers"): nothing, nil or true: success (for hooks on a C
- * target: pass); "pass": to the C target; a number n: n bytes done (negative: -errno); a string
- * (read): the data; nil or false, then "EIO" or an errno number: failure. Returns 0 with *result and *pass set, or
- * pushes a message saying what is wrong with the values (the request then fails with EIO).
+ * What a handler's values mean (README "Handlers"): nothing (or nil): success, or for hooks on a C
+ * target: pass; true: success (a hook answered the request itself); "pass": to the C target (hooks
+ * only); a number n: n bytes done (a short read or write: the kernel asks again for the rest;
+ * negative: -errno); a string (read): the data; nil or false, then an errno name ("EIO") or number:
+ * failure. Returns 0 with *result and *pass set, or pushes a message saying what is wrong with the
+ * values (the request then fails with EIO). Never raises: no metamethod is called.
  */
 int ublk_request_result(lua_State *L, struct request_handle *r, int first, int n, int *result, int *pass)
 {
@@ -99,7 +111,7 @@ int ublk_request_result(lua_State *L, struct request_handle *r, int first, int n
 	*pass = 0;
 	*result = success;
 	if (t == LUA_TNONE || (t == LUA_TNIL && (n < 2 || lua_isnil(L, first + 1)))) {
-		*pass = r->b->hooks_pass;
+		*pass = request_bridge(r)->hooks_pass;
 		return 0;
 	}
 	if (t == LUA_TBOOLEAN && lua_toboolean(L, first))
@@ -117,8 +129,14 @@ int ublk_request_result(lua_State *L, struct request_handle *r, int first, int n
 			*result = -e;
 			return 0;
 		}
-		lua_pushfstring(L, "failed with %s, which is not an errno name or number: answered EIO",
-				n >= 2 ? luaL_tolstring(L, first + 1, NULL) : "no reason");
+		if (n >= 2 && lua_type(L, first + 1) == LUA_TSTRING)
+			lua_pushfstring(L, "failed with \"%s\", which is not an errno name: answered EIO",
+					lua_tostring(L, first + 1));
+		else if (n >= 2 && !lua_isnil(L, first + 1))
+			lua_pushfstring(L, "failed with %s %s, which is not an errno: answered EIO",
+					luaL_typename(L, first + 1), lua_isnumber(L, first + 1) ? lua_tostring(L, first + 1) : "");
+		else
+			lua_pushliteral(L, "failed without saying why (return nil, \"EIO\" or another errno name): answered EIO");
 		return -1;
 	}
 	if (t == LUA_TNUMBER) {
@@ -129,15 +147,15 @@ int ublk_request_result(lua_State *L, struct request_handle *r, int first, int n
 			return -1;
 		}
 		v = lua_tointeger(L, first);
-		if (v >= 0 && v <= (lua_Integer)r->length) {
-			*result = (int)v;
+		if (v >= 0 && v <= (lua_Integer)r->span) { /* bytes done; ops without data answer 0 */
+			*result = r->length ? (int)v : 0;
 			return 0;
 		}
 		if (v < 0 && v > -4096) {
 			*result = (int)v;
 			return 0;
 		}
-		lua_pushfstring(L, "returned %I bytes for a request of %I: answered EIO", v, (lua_Integer)r->length);
+		lua_pushfstring(L, "returned %I bytes for a request of %I: answered EIO", v, (lua_Integer)r->span);
 		return -1;
 	}
 	if (t == LUA_TSTRING) {
@@ -145,7 +163,7 @@ int ublk_request_result(lua_State *L, struct request_handle *r, int first, int n
 		const char *s = lua_tolstring(L, first, &len);
 
 		if (len == 4 && memcmp(s, "pass", 4) == 0) {
-			if (!r->b->hooks_pass) {
+			if (!request_bridge(r)->hooks_pass) {
 				lua_pushliteral(L, "returned \"pass\", which only hooks on a C target may: answered EIO");
 				return -1;
 			}
@@ -178,10 +196,10 @@ static int l_request_done(lua_State *L)
 		return luaL_error(L, "req:done: the request was already answered (%s at offset %I)", ublk_op_name(v->op),
 				  (lua_Integer)v->offset);
 	if (ublk_request_result(L, v, 2, lua_gettop(L) - 1, &result, &pass) < 0) {
-		ublk_bridge_answer(v->b, v->q_id, v->tag, -EIO, 0);
+		ublk_bridge_answer(request_bridge(v), v->q_id, v->tag, -EIO, 0);
 		return luaL_error(L, "req:done: %s", lua_tostring(L, -1));
 	}
-	ublk_bridge_answer(v->b, v->q_id, v->tag, result, pass);
+	ublk_bridge_answer(request_bridge(v), v->q_id, v->tag, result, pass);
 	return 0;
 }
 
@@ -198,14 +216,14 @@ static int l_request_finish(lua_State *L)
 	if (!live(v) || (ok && v->deferred))
 		return 0;
 	if (!ok) {
-		ublk_bridge_answer(v->b, v->q_id, v->tag, -EIO, 0);
+		ublk_bridge_answer(request_bridge(v), v->q_id, v->tag, -EIO, 0);
 		return 0;
 	}
 	if (ublk_request_result(L, v, 3, lua_gettop(L) - 2, &result, &pass) < 0) {
-		ublk_bridge_answer(v->b, v->q_id, v->tag, -EIO, 0);
+		ublk_bridge_answer(request_bridge(v), v->q_id, v->tag, -EIO, 0);
 		return 1;
 	}
-	ublk_bridge_answer(v->b, v->q_id, v->tag, result, pass);
+	ublk_bridge_answer(request_bridge(v), v->q_id, v->tag, result, pass);
 	return 0;
 }
 
@@ -264,7 +282,7 @@ static struct request_handle *check_buffer(lua_State *L, const char *what)
 {
 	struct request_handle *v = luaL_checkudata(L, 1, UBLK_BUFFER_MT);
 
-	if (!bridge_live(v->b, v->q_id, v->tag, v->gen))
+	if (!bridge_live(request_bridge(v), v->q_id, v->tag, v->gen))
 		luaL_error(L, "%s: the request was already answered: its buffer is gone", what);
 	return v;
 }
@@ -345,7 +363,7 @@ static int l_buffer_tostring(lua_State *L)
 	struct request_handle *v = luaL_checkudata(L, 1, UBLK_BUFFER_MT);
 
 	lua_pushfstring(L, "ublk.buffer (%I bytes%s)", (lua_Integer)v->length,
-			bridge_live(v->b, v->q_id, v->tag, v->gen) ? "" : ", gone");
+			bridge_live(request_bridge(v), v->q_id, v->tag, v->gen) ? "" : ", gone");
 	return 1;
 }
 

@@ -291,8 +291,9 @@ static void handle_cqe(struct ublk_queue *q, const struct io_uring_cqe *cqe)
 		break;
 	case UD_EVENT:
 		drain_remote(q);
-		/* re-armed even when stopping: requests still with the Lua thread come back this way */
-		if (cqe->res == (int)sizeof(q->door_value))
+		/* re-armed even when stopping: requests still with the Lua thread come back this way;
+		 * only the ring's end (cancelled) leaves it down */
+		if (cqe->res != -ECANCELED)
 			arm_door(q);
 		break;
 	default:

@@ -482,7 +482,9 @@ function Device:_idler(grace)
   local fd = self:fd()
   return function(ring_fd)
     core.poll(0.05, ring_fd, 1, fd, 1)
-    sched:dispatch(0)
+    -- never raises: the grace period below must come, or a stop could wait for ever
+    local ok, err = pcall(sched.dispatch, sched, 0)
+    if not ok then sched.log("dispatching during " .. (grace and "STOP_DEV" or "START_DEV") .. ": " .. tostring(err)) end
     if grace and not abandoned and core.monotonic() - since > grace then
       abandoned = true
       local n = self:_abandon()

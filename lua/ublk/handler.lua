@@ -146,6 +146,9 @@ function M.new(dev, handlers, log)
   }, Scheduler)
   s.on_yield = function(co, req, what, a, b, c) s:file(co, req, what, a, b, c) end
   s.on_error = function(req, msg, raised) report(s, req, msg, raised) end
+  -- closes every dispatch, even one a failing log function or descriptor wait leaves by error:
+  -- the answers collected so far go to the queues
+  s.flusher = setmetatable({}, { __close = function() dev:_flush() end })
   return s
 end
 
@@ -267,6 +270,7 @@ function Scheduler:dispatch(timeout)
   local dev = self.dev
   local fds = self.fds
   local reqs, fired, nfd = dev:_poll(timeout or 0, fds)
+  local _ <close> = self.flusher
   local n = 0
   if fired then self.armed = nil end
   if reqs then n = dev:_run(self.handlers, self.pool, workers, self.on_yield, self.on_error) end
@@ -278,7 +282,6 @@ function Scheduler:dispatch(timeout)
   end
   if self.timers[1] then self:run_timers() end
   self:arm()
-  dev:_flush()
   if self.suppressed > 0 then
     self.log(("%d more handler failures not logged (over 10 new messages a second)"):format(self.suppressed))
     self.suppressed = 0

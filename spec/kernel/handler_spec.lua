@@ -207,7 +207,10 @@ describe("Lua handlers on the real driver", function()
       local h = sector_store()
       local rw = { read = h.read, write = h.write,
         flush = function(req) ops[#ops + 1] = req.op end,
-        discard = function(req) ops[#ops + 1] = ("%s %d+%d"):format(req.op, req.offset, req.length) end }
+        discard = function(req)
+          ops[#ops + 1] = ("%s %d+%d"):format(req.op, req.offset, req.length)
+          return req.length -- bytes done: taken for an op without data too
+        end }
       local dev2 <close> = assert(ublk.new { size = "8M", handler = rw })
       p = dev2:params()
       assert.is_false(p.read_only)
@@ -358,6 +361,57 @@ describe("Lua handlers on the real driver", function()
       assert(dev:start())
       ok_serving(dev, dd_read(dev.path, 2^20))
       assert.are.equal(3, turns)
+    end)
+  end)
+
+  describe("handlers that do unusual things", function()
+    it("may dispatch again, send control commands and break the log, and no request is lost", function()
+      local h = sector_store()
+      local dev, info, nested, logged = nil, nil, 0, 0
+      local read = h.read
+      h.read = function(req)
+        info = info or assert(dev:info()) -- a control command, maybe while START_DEV waits
+        if req.offset % 8192 == 0 then nested = nested + 1; dev:dispatch() end
+        if req.offset >= 2^20 and req.offset < 2^20 + 4096 then error("this sector is cursed") end
+        return read(req)
+      end
+      dev = assert(ublk.new { size = "16M", queues = 2, depth = 32, handler = h,
+        log = function() logged = logged + 1; error("the log is broken too") end })
+      assert(dev:start())
+      disk.fio_ok(ok_serving(dev, fio_command(dev.path, { rw = "randwrite", bs = "4k-64k", depth = 32, jobs = 2, size = "4m" })
+        .. " --offset=2m"))
+      local code, out = serving(dev, dd_read(dev.path, 2^20))
+      assert.are_not.equal(0, code)
+      assert.matches("Input/output error", out)
+      assert.are.equal(dev.id, info.id)
+      assert.is_true(nested > 0)
+      assert.is_true(logged >= 1)
+      local st = dev:stats()
+      assert.are.equal(0, st.lua.held)
+      assert.are.equal(1, st.lua.failures)
+      assert(dev:delete())
+    end)
+
+    it("may delete their own device: what is still held is answered EIO", function()
+      local dev
+      local dev_ref = {}
+      dev = assert(ublk.new { size = "8M", handler = {
+        read = function(req)
+          if req.offset == 2^20 then dev_ref.deleted = dev:delete() end
+          req.buf:fill(0)
+        end,
+      }, log = function() end })
+      assert(dev:start())
+      local j = job.start(dd_read(dev.path, 2^20))
+      local t0 = ublk.now()
+      local code, out = j:wait(60, function() if dev:_owned() then dev:dispatch(0.02) else ublk.sleep(0.02) end end)
+      j:cleanup()
+      assert.is_true(dev_ref.deleted)
+      assert.is_nil(dev:_owned())
+      assert.are_not.equal(0, code)
+      assert.matches("Input/output error", out)
+      assert.is_true(ublk.now() - t0 < 20)
+      assert.are.same({}, kernel.ublk_devices())
     end)
   end)
 
