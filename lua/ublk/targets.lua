@@ -25,7 +25,8 @@ local known = { null = true, ram = true, file = true }
 local RAM_MAX = 1 << 46 -- 64 TiB: the ram target's page directory stays small
 
 local function fail(key, value, rule)
-  error(("ublk.new: %s = %s: %s"):format(key, tostring(value), rule), 0)
+  local shown = type(value) == "function" and "a function" or type(value) == "table" and "a table" or tostring(value)
+  error(("ublk.new: %s = %s: %s"):format(key, shown, rule), 0)
 end
 
 --- Split `opts` into device options (for params.check) and the target's own, with the target's

@@ -98,3 +98,57 @@ describe("target options", function()
     assert.matches("add: queues = 0: must be a whole number from 1 to 4096", err)
   end)
 end)
+
+describe("handler and hooks options", function()
+  local f = function() end
+  local function refused(opts, msg)
+    assert.has_error(function() targets.prepare(opts) end, msg)
+  end
+
+  it("name the field and what is wrong with it", function()
+    refused({ size = 4096, handler = 5 },
+      "ublk.new: handler = 5: must be a table of functions by op (read, write, flush, discard, write_zeroes)")
+    refused({ size = 4096, handler = {} }, "ublk.new: handler = {}: names no op")
+    refused({ size = 4096, handler = { write = f } },
+      "ublk.new: handler.read = nil: is required: a block device must answer reads")
+    refused({ size = 4096, handler = { read = f, trim = f } },
+      "ublk.new: handler.trim = a function: is not an op: use read, write, flush, discard or write_zeroes")
+    refused({ size = 4096, handler = { read = 5 } }, "ublk.new: handler.read = 5: must be a function(req)")
+    refused({ size = 4096, handler = { read = f }, target = "null" },
+      "ublk.new: target = null: is not taken with handler: a handler device is served by its Lua functions (to run Lua before a C target, use hooks)")
+    refused({ size = 4096, handler = { read = f }, path = "/x" }, "ublk.new: path = /x: only the file target takes it")
+    refused({ size = 4096, hooks = { read = f } },
+      "ublk.new: hooks = a table: hook a C target: give target = 'null', 'ram' or 'file' (or write the device with handler = {...})")
+    refused({ size = 4096, target = "null", hooks = { read = f, flush = "no" } }, "ublk.new: hooks.flush = no: must be a function(req)")
+    refused({ size = 4096, target = "null", hooks = { read = f }, log = 3 }, "ublk.new: log = 3: must be a function(line)")
+  end)
+
+  it("tell the kernel what the handler table serves, and refuse options that promise more", function()
+    local dev, tgt = targets.prepare { size = 4096, handler = { read = f } }
+    assert.is_true(dev.read_only)
+    assert.is_nil(dev.volatile_cache)
+    assert.is_nil(dev.discard)
+    assert.are.equal("lua", tgt.target)
+    dev = targets.prepare { size = 8192, handler = { read = f, write = f, flush = f, discard = f } }
+    assert.is_nil(dev.read_only)
+    assert.is_true(dev.volatile_cache)
+    assert.is_true(dev.discard)
+    assert.are.equal(0, dev.max_write_zeroes) -- discard, but no write-zeroes
+    dev = targets.prepare { size = 8192, handler = { read = f, write = f, write_zeroes = f } }
+    assert.are.equal(0, dev.max_discard)
+    assert.are.equal(8192, dev.max_write_zeroes)
+    refused({ size = 4096, handler = { read = f }, read_only = false },
+      "ublk.new: read_only = false: needs handler.write, which the handler table lacks")
+    refused({ size = 4096, handler = { read = f, write = f }, volatile_cache = true },
+      "ublk.new: volatile_cache = true: needs handler.flush, which the handler table lacks")
+    refused({ size = 4096, handler = { read = f, write = f }, max_discard = 4096 },
+      "ublk.new: max_discard = 4096: needs handler.discard, which the handler table lacks")
+  end)
+
+  it("keep hooks beside the C target's own options", function()
+    local dev, tgt = targets.prepare { target = "ram", size = "1M", hooks = { write = f } }
+    assert.is_true(dev.discard)
+    assert.are.equal("ram", tgt.target)
+    assert.are.equal(f, tgt.hooks.write)
+  end)
+end)
