@@ -49,7 +49,6 @@ void ublk_handoff_destroy(struct ublk_handoff *h)
 
 int ublk_handoff_push(struct ublk_handoff *h, const struct ublk_handoff_req *reqs, int n)
 {
-	__u64 one = 1;
 	int was_empty;
 
 	pthread_mutex_lock(&h->lock);
@@ -60,13 +59,11 @@ int ublk_handoff_push(struct ublk_handoff *h, const struct ublk_handoff_req *req
 	was_empty = h->n == 0;
 	/* cannot overflow: each tag is listed at most once and cap counts every tag */
 	memcpy(h->list + h->n, reqs, (size_t)n * sizeof(reqs[0]));
-	h->n += (size_t)n;
+	__atomic_store_n(&h->n, h->n + (size_t)n, __ATOMIC_RELEASE); /* read unlocked: ublk_handoff_pending */
 	pthread_mutex_unlock(&h->lock);
-	/* One knock per batch into an empty list: the Lua side takes the whole list each time. */
-	if (was_empty && write(h->efd, &one, sizeof(one)) < 0) {
-		/* only fails on counter overflow, which one knock per empty list cannot reach */
-	}
-	return 0;
+	/* One knock per batch into an empty list: the Lua side takes the whole list each time. The
+	 * knock comes after the push, so a take that raced ahead of it only makes it spurious. */
+	return was_empty;
 }
 
 static size_t take_locked(struct ublk_handoff *h, struct ublk_handoff_req *out, size_t max)
@@ -75,20 +72,16 @@ static size_t take_locked(struct ublk_handoff *h, struct ublk_handoff_req *out, 
 
 	memcpy(out, h->list, n * sizeof(out[0]));
 	memmove(h->list, h->list + n, (h->n - n) * sizeof(out[0]));
-	h->n -= n;
+	__atomic_store_n(&h->n, h->n - n, __ATOMIC_RELEASE);
 	return n;
 }
 
 size_t ublk_handoff_take(struct ublk_handoff *h, struct ublk_handoff_req *out, size_t max)
 {
-	__u64 v;
 	size_t n;
 
-	/* The knock first, then the list: a push after our read finds the list empty and knocks again,
-	 * so nothing is left listed without a knock. */
-	if (read(h->efd, &v, sizeof(v)) < 0) {
-		/* EAGAIN: no knock, but the list may still hold what an earlier partial take left */
-	}
+	/* A push after this take finds the list empty and knocks again: nothing stays listed without
+	 * a knock to come. The counter is never read (edge-triggered); it cannot reach its maximum. */
 	pthread_mutex_lock(&h->lock);
 	n = take_locked(h, out, max);
 	if (h->n) {

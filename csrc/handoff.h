@@ -2,7 +2,9 @@
  * The hand-off of requests from the queue threads to the Lua thread. Queue threads never run Lua:
  * a request whose op is hooked is copied (queue, tag, descriptor) into a batch of the queue's own
  * during one wake-up, and the whole batch joins the shared list under one lock before the thread
- * sleeps again; the first batch into an empty list knocks once on an eventfd the Lua thread polls.
+ * sleeps again; the first batch into an empty list knocks once on an eventfd the Lua thread polls
+ * (edge-triggered: the Lua side never reads the counter, a knock is an edge; the queue thread's
+ * knock rides on its ring's next submit, so it costs no system call of its own).
  * Completions travel back through ublk_queue_complete_remote_batch (queue.h), batched the same way.
  */
 #ifndef LUA_UBLK_HANDOFF_H
@@ -39,10 +41,19 @@ static inline int ublk_handoff_hooks(const struct ublk_handoff *h, unsigned op)
 	return op < 32 && (h->hook_mask >> op) & 1U;
 }
 
-/* Queue thread: add n requests; 0, or -ESHUTDOWN when the Lua side is gone (nothing was added). */
+/* Queue thread: add n requests. 1: the list was empty, so knock (write 1 to h->efd); 0: the Lua
+ * side has a knock to come already; -ESHUTDOWN: the Lua side is gone (nothing was added). */
 int ublk_handoff_push(struct ublk_handoff *h, const struct ublk_handoff_req *reqs, int n);
 
-/* Lua thread: move up to max requests into out (consuming the knock first); how many. */
+/* Lua thread: whether requests are listed, without the lock. A dispatch that ends with some still
+ * listed (a handler dispatched again and consumed the knock's edge) must not wait for a knock:
+ * none comes while the list is not empty. */
+static inline int ublk_handoff_pending(const struct ublk_handoff *h)
+{
+	return __atomic_load_n(&h->n, __ATOMIC_ACQUIRE) != 0;
+}
+
+/* Lua thread: move up to max requests into out; how many. */
 size_t ublk_handoff_take(struct ublk_handoff *h, struct ublk_handoff_req *out, size_t max);
 
 /* Lua thread: refuse further pushes and hand back what is still listed (up to max) for answering. */

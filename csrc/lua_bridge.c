@@ -151,6 +151,7 @@ int ublk_bridge_attach(struct device_handle *d, int hooks_pass)
 		ret = -errno;
 		goto fail;
 	}
+	ev.events = EPOLLIN | EPOLLET; /* each knock is an edge: the counter is never read (handoff.h) */
 	ev.data.u64 = EV_HANDOFF;
 	if (epoll_ctl(b->epfd, EPOLL_CTL_ADD, s->handoff.efd, &ev) < 0) {
 		ret = -errno;
@@ -340,12 +341,21 @@ static int l_flush(lua_State *L)
 
 	b->batching = lua_toboolean(L, 2);
 	flush_all(b);
+	if (!b->batching && b->srv && ublk_handoff_pending(&b->srv->handoff)) {
+		uint64_t one = 1;
+
+		/* requests still listed and their knock's edge consumed (a nested dispatch): knock
+		 * ourselves, so that dev:fd() polls readable for an outside loop too */
+		if (write(b->srv->handoff.efd, &one, sizeof(one)) < 0) {
+			/* an eventfd write fails only on counter overflow */
+		}
+	}
 	return 0;
 }
 
 /**
  * dev:_poll(timeout_seconds, fds) -> requests_ready, timer_fired, nfds
- * Waits up to timeout (0: not at all) for the device's descriptor; fds[2i-1], fds[2i] get each
+ * Waits up to timeout (0: not at all; negative: for ever) for the device's descriptor; fds[2i-1], fds[2i] get each
  * watched descriptor that is ready and its epoll events. Starts a dispatch (answers are batched
  * until _flush).
  */
@@ -358,7 +368,11 @@ static int l_poll(lua_State *L)
 
 	luaL_checktype(L, 3, LUA_TTABLE);
 	b->batching = 1;
-	n = epoll_wait(b->epfd, ev, 64, timeout <= 0 ? 0 : (int)(timeout * 1000 + 0.999));
+	if (b->srv && ublk_handoff_pending(&b->srv->handoff)) {
+		reqs = 1; /* listed without a knock to come (handoff.h): no waiting */
+		timeout = 0;
+	}
+	n = epoll_wait(b->epfd, ev, 64, timeout < 0 ? -1 : timeout == 0 ? 0 : (int)(timeout * 1000 + 0.999));
 	for (i = 0; i < n; i++) {
 		uint64_t what = ev[i].data.u64 & ~0xffffffffULL;
 

@@ -80,6 +80,20 @@ void ublk_request_metatables(lua_State *L)
 	luaL_getmetatable(L, UBLK_REQUEST_MT);
 }
 
+/* Whether the value at idx is a request's handle: its metatable is upvalue 1 of every function
+ * here. Cheaper than luaL_checkudata's registry lookup, and these run for every block a handler
+ * copies. */
+static int is_handle(lua_State *L, int idx)
+{
+	int same;
+
+	if (!lua_touserdata(L, idx) || !lua_getmetatable(L, idx))
+		return 0;
+	same = lua_rawequal(L, -1, lua_upvalueindex(1));
+	lua_pop(L, 1);
+	return same;
+}
+
 /* The handle of the request table at index 1. The table keeps it alive while we use it. */
 static struct request_handle *handle_of(lua_State *L, const char *what)
 {
@@ -88,7 +102,7 @@ static struct request_handle *handle_of(lua_State *L, const char *what)
 	luaL_checktype(L, 1, LUA_TTABLE);
 	lua_pushlightuserdata(L, &handle_key);
 	lua_rawget(L, 1);
-	v = luaL_testudata(L, -1, UBLK_BUFFER_MT);
+	v = is_handle(L, -1) ? lua_touserdata(L, -1) : NULL;
 	if (!v)
 		luaL_error(L, "%s: not a ublk request", what);
 	lua_pop(L, 1);
@@ -263,7 +277,7 @@ static int l_request_index(lua_State *L)
 	else if (k && strcmp(k, "received") == 0) /* seconds, on ublk.now()'s clock */
 		lua_pushnumber(L, (double)v->received_ns / 1e9);
 	else
-		lua_rawget(L, lua_upvalueindex(1)); /* the methods */
+		lua_rawget(L, lua_upvalueindex(2)); /* the methods */
 	return 1;
 }
 
@@ -280,7 +294,10 @@ static int l_request_tostring(lua_State *L)
 
 static struct request_handle *check_buffer(lua_State *L, const char *what)
 {
-	struct request_handle *v = luaL_checkudata(L, 1, UBLK_BUFFER_MT);
+	struct request_handle *v = is_handle(L, 1) ? lua_touserdata(L, 1) : NULL;
+
+	if (!v)
+		luaL_typeerror(L, 1, UBLK_BUFFER_MT);
 
 	if (!bridge_live(request_bridge(v), v->q_id, v->tag, v->gen))
 		luaL_error(L, "%s: the request was already answered: its buffer is gone", what);
@@ -360,7 +377,10 @@ static int l_buffer_len(lua_State *L)
 
 static int l_buffer_tostring(lua_State *L)
 {
-	struct request_handle *v = luaL_checkudata(L, 1, UBLK_BUFFER_MT);
+	struct request_handle *v = is_handle(L, 1) ? lua_touserdata(L, 1) : NULL;
+
+	if (!v)
+		return luaL_typeerror(L, 1, UBLK_BUFFER_MT);
 
 	lua_pushfstring(L, "ublk.buffer (%I bytes%s)", (lua_Integer)v->length,
 			bridge_live(request_bridge(v), v->q_id, v->tag, v->gen) ? "" : ", gone");
@@ -384,20 +404,31 @@ static const luaL_Reg buffer_methods[] = {
 
 void ublk_lua_open_request(lua_State *L)
 {
-	luaL_newmetatable(L, UBLK_REQUEST_MT);
-	lua_pushcfunction(L, l_request_tostring);
-	lua_setfield(L, -2, "__tostring");
-	luaL_newlib(L, request_methods);
-	lua_pushcclosure(L, l_request_index, 1);
-	lua_setfield(L, -2, "__index");
-	lua_pop(L, 1);
+	int buffer_mt;
 
 	luaL_newmetatable(L, UBLK_BUFFER_MT);
-	lua_pushcfunction(L, l_buffer_len);
-	lua_setfield(L, -2, "__len");
-	lua_pushcfunction(L, l_buffer_tostring);
+	buffer_mt = lua_gettop(L);
+	lua_pushvalue(L, buffer_mt);
+	lua_pushcclosure(L, l_buffer_len, 1);
+	lua_setfield(L, buffer_mt, "__len");
+	lua_pushvalue(L, buffer_mt);
+	lua_pushcclosure(L, l_buffer_tostring, 1);
+	lua_setfield(L, buffer_mt, "__tostring");
+	luaL_newlibtable(L, buffer_methods);
+	lua_pushvalue(L, buffer_mt);
+	luaL_setfuncs(L, buffer_methods, 1);
+	lua_setfield(L, buffer_mt, "__index");
+
+	luaL_newmetatable(L, UBLK_REQUEST_MT);
+	lua_pushvalue(L, buffer_mt);
+	lua_pushcclosure(L, l_request_tostring, 1);
 	lua_setfield(L, -2, "__tostring");
-	luaL_newlib(L, buffer_methods);
+	luaL_newlibtable(L, request_methods);
+	lua_pushvalue(L, buffer_mt);
+	luaL_setfuncs(L, request_methods, 1);
+	lua_pushvalue(L, buffer_mt);
+	lua_insert(L, -2);
+	lua_pushcclosure(L, l_request_index, 2); /* the handle's metatable, then the methods */
 	lua_setfield(L, -2, "__index");
-	lua_pop(L, 1);
+	lua_pop(L, 2);
 }

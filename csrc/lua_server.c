@@ -246,6 +246,17 @@ static int l_wait(lua_State *L)
 	return 1;
 }
 
+/** device:_ended_fd() -> an eventfd that polls readable once a queue thread ended, or nil when not served */
+static int l_ended_fd(lua_State *L)
+{
+	struct device_handle *d = luaL_checkudata(L, 1, UBLK_DEVICE_MT);
+
+	if (!d->srv)
+		return 0;
+	lua_pushinteger(L, d->srv->notify);
+	return 1;
+}
+
 /** device:_stats() -> { queues = { {requests, wakeups, submits, errors, cmd_error}, ... }, memory } */
 static int l_stats(lua_State *L)
 {
@@ -384,6 +395,7 @@ static const luaL_Reg server_methods[] = {
 	{ "_stop_queues", l_stop_queues },
 	{ "_serving", l_serving },
 	{ "_wait", l_wait },
+	{ "_ended_fd", l_ended_fd },
 	{ "_stats", l_stats },
 	{ NULL, NULL },
 };

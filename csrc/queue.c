@@ -74,6 +74,7 @@ int ublk_queue_new(struct ublk_queue **out, struct ublk_server *srv, int q_id)
 		ret = -errno;
 		goto fail;
 	}
+	q->knock_value = 1;
 	q->door = eventfd(0, EFD_CLOEXEC);
 	if (q->door < 0) {
 		ret = -errno;
@@ -223,7 +224,7 @@ static void flush_to_lua(struct ublk_queue *q)
 {
 	struct timespec now;
 	uint64_t ns;
-	int i;
+	int i, ret;
 
 	if (!q->nr_to_lua)
 		return;
@@ -231,11 +232,20 @@ static void flush_to_lua(struct ublk_queue *q)
 	ns = (uint64_t)now.tv_sec * 1000000000ULL + (uint64_t)now.tv_nsec;
 	for (i = 0; i < q->nr_to_lua; i++)
 		q->to_lua[i].received_ns = ns;
-	if (ublk_handoff_push(&q->srv->handoff, q->to_lua, q->nr_to_lua) < 0) {
+	ret = ublk_handoff_push(&q->srv->handoff, q->to_lua, q->nr_to_lua);
+	if (ret < 0) {
 		for (i = 0; i < q->nr_to_lua; i++) {
 			q->lua_inflight--;
 			ublk_queue_complete(q, q->to_lua[i].tag, -EIO);
 		}
+	} else if (ret > 0) {
+		/* the knock goes with the submit the thread makes next, before it sleeps; an eventfd
+		 * write completes at once and posts nothing unless it fails */
+		struct io_uring_sqe *sqe = ublk_queue_get_sqe(q);
+
+		io_uring_prep_write(sqe, q->srv->handoff.efd, &q->knock_value, sizeof(q->knock_value), 0);
+		sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+		io_uring_sqe_set_data64(sqe, (__u64)UD_KNOCK << 16);
 	}
 	q->nr_to_lua = 0;
 }
@@ -288,6 +298,13 @@ static void handle_cqe(struct ublk_queue *q, const struct io_uring_cqe *cqe)
 		q->tgt_inflight--;
 		q->ios[tag].tgt_inflight--;
 		q->srv->tgt.ops->io_done(q, tag, cqe);
+		break;
+	case UD_KNOCK:
+		/* only a failed knock posts (a kernel without CQE_SKIP_SUCCESS refuses the SQE): knock
+		 * the plain way, or the Lua side would never hear of the batch */
+		if (write(q->srv->handoff.efd, &q->knock_value, sizeof(q->knock_value)) < 0) {
+			/* an eventfd write fails only on counter overflow */
+		}
 		break;
 	case UD_EVENT:
 		drain_remote(q);

@@ -22,7 +22,7 @@ struct ublk_target;
 #define UD_TAG(ud) ((int)((ud) & 0xffff))
 #define UD_KIND(ud) ((unsigned)(((ud) >> 16) & 0xff))
 #define UD_TGT_DATA(ud) ((unsigned)(((ud) >> 24) & 0xff))
-enum { UD_CMD = 1, UD_TGT = 2, UD_EVENT = 3 };
+enum { UD_CMD = 1, UD_TGT = 2, UD_EVENT = 3, UD_KNOCK = 4 };
 
 static inline __u64 ublk_tgt_user_data(int tag, unsigned tgt_data)
 {
@@ -77,6 +77,7 @@ struct ublk_queue {
 	int lua_inflight;              /* requests handed to the Lua thread, not yet back */
 	int nr_to_lua;                 /* this wake-up's hand-offs, pushed before the thread sleeps */
 	struct ublk_handoff_req *to_lua; /* depth slots */
+	__u64 knock_value;             /* 1: what a knock on the Lua side's eventfd writes */
 	int kernel_stopping;           /* an ABORT was seen */
 	atomic_int stop;               /* asked to stop by the owner */
 	pthread_mutex_t remote_lock;

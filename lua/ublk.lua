@@ -445,12 +445,23 @@ function Device:run()
   data.catcher = nil
   local reason
   local sched = data.sched
-  local work = sched and self:fd()
+  if sched then
+    -- one wait for everything: the handlers' work, a signal, the device's end (its dispatches wake
+    -- on all three; only the last two need the check below)
+    assert(sched:alarm_on(catcher:fd()))
+    assert(sched:alarm_on(assert(self:_ended_fd())))
+  end
   repeat
-    local what, signo = self:_wait(-1, catcher:fd(), work)
-    if what == "work" then
-      sched:dispatch(0)
-    elseif what == "signal" then
+    local what, signo = "work", nil
+    if sched then
+      sched.alarm = false
+      sched:dispatch(-1)
+      -- a signal, the device's end, or a handler that stopped or deleted it: ask what happened
+      if sched.alarm or not self:_owned() or data.sched ~= sched then what, signo = self:_wait(0, catcher:fd()) end
+    else
+      what, signo = self:_wait(-1, catcher:fd())
+    end
+    if what == "signal" then
       reason = "signal " .. (signo == core.SIGINT and "SIGINT" or signo == core.SIGTERM and "SIGTERM" or tostring(signo))
     elseif what == "ended" then
       reason = "stopped"

@@ -143,6 +143,8 @@ function M.new(dev, handlers, log)
     watched = {},   -- fd -> events given to epoll
     armed = nil,    -- when the device's timer fires
     seen = {}, window = 0, in_window = 0, suppressed = 0, failures = 0,
+    alarms = {},    -- fd -> true: descriptors of the owner's (a signal, the device's end), not a handler's
+    alarm = false,  -- one of them was ready in the last dispatch
   }, Scheduler)
   s.on_yield = function(co, req, what, a, b, c) s:file(co, req, what, a, b, c) end
   s.on_error = function(req, msg, raised) report(s, req, msg, raised) end
@@ -213,6 +215,7 @@ function Scheduler:rewatch(fd)
 end
 
 function Scheduler:fd_ready(fd, revents)
+  if self.alarms[fd] then self.alarm = true return end
   local list = self.waiting[fd]
   if not list then return end
   local keep, wake = {}, {}
@@ -265,7 +268,8 @@ function Scheduler:arm()
 end
 
 --- Handle what is ready: new requests, due timers, ready descriptors; wait up to `timeout`
--- seconds (default 0) for something first. Returns how many new requests were started.
+-- seconds (default 0; negative: until something is ready) for something first. Returns how many
+-- new requests were started.
 function Scheduler:dispatch(timeout)
   local dev = self.dev
   local fds = self.fds
@@ -287,6 +291,13 @@ function Scheduler:dispatch(timeout)
     self.suppressed = 0
   end
   return n
+end
+
+--- Wake the dispatch (and set self.alarm) when `fd` is readable: the owner's descriptors that are
+-- not a handler's, such as run()'s signal catcher and the device's end.
+function Scheduler:alarm_on(fd)
+  self.alarms[fd] = true
+  return self.dev:_watch(fd, EPOLLIN)
 end
 
 --- Requests started but not answered, and coroutines waiting.
