@@ -6,6 +6,17 @@ describe("rockspec", function()
   os.remove(tree)
   teardown(function() os.execute("rm -rf '" .. tree .. "'") end)
 
+  it("lists every C source and every Lua module of the checkout", function()
+    local f = assert(io.open("rockspec/ublk-scm-1.rockspec"))
+    local spec = f:read("a")
+    f:close()
+    local p = io.popen("ls csrc/*.c csrc/targets/*.c lua/ublk/*.lua")
+    for path in p:lines() do
+      assert(spec:find('"' .. path .. '"', 1, true), path .. " is missing from the rockspec")
+    end
+    p:close()
+  end)
+
   it("builds and installs with luarocks --lua-version=5.4 make, offline", function()
     local code, out, err = run.plain(("luarocks --lua-version=5.4 make rockspec/ublk-scm-1.rockspec --tree=%s"):format(tree))
     assert.are.equal(0, code, out .. err)

@@ -51,20 +51,7 @@ local function sector_store()
   return h, sectors
 end
 
--- Our threads, not io_uring's own workers (iou-wrk-*, which the kernel retires when idle).
-local function threads()
-  local n = 0
-  local dir = "/proc/" .. kernel.pid() .. "/task/"
-  local ls = io.popen("ls " .. dir)
-  for tid in ls:lines() do
-    local f = io.open(dir .. tid .. "/comm")
-    local comm = f and f:read("l") or ""
-    if f then f:close() end
-    if not comm:match("^iou%-") then n = n + 1 end
-  end
-  ls:close()
-  return n
-end
+local threads = kernel.threads
 
 local function dd_read(path, offset, bs)
   return ("dd if=%s bs=%d count=1 skip=%d iflag=direct,skip_bytes 2>&1 >/dev/null"):format(path, bs or 4096, offset)

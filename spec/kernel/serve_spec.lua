@@ -11,18 +11,7 @@ local TMP = os.getenv("TMPDIR") or "/tmp"
 
 local sh = disk.sh
 
--- Our threads, not io_uring's own workers (iou-wrk-*, which the kernel retires when idle).
-local function threads()
-  local n, names = 0, {}
-  local dir = "/proc/" .. kernel.pid() .. "/task/"
-  for tid in io.popen("ls " .. dir):lines() do
-    local f = io.open(dir .. tid .. "/comm")
-    local comm = f and f:read("l") or ""
-    if f then f:close() end
-    if not comm:match("^iou%-") then n = n + 1; names[#names + 1] = comm end
-  end
-  return n, table.concat(names, ",")
-end
+local threads = kernel.threads
 
 local function no_devices_left()
   assert.are.same({}, kernel.ublk_devices())

@@ -29,6 +29,22 @@ function M.pid()
   return pid
 end
 
+--- Our threads, not io_uring's own workers (iou-wrk-*, which the kernel retires when idle): how
+-- many, and their names.
+function M.threads()
+  local n, names = 0, {}
+  local dir = "/proc/" .. M.pid() .. "/task/"
+  local ls = io.popen("ls " .. dir)
+  for tid in ls:lines() do
+    local f = io.open(dir .. tid .. "/comm")
+    local comm = f and f:read("l") or ""
+    if f then f:close() end
+    if not comm:match("^iou%-") then n = n + 1; names[#names + 1] = comm end
+  end
+  ls:close()
+  return n, table.concat(names, ",")
+end
+
 function M.ublk_devices()
   local ids = {}
   local p = io.popen("ls /sys/class/ublk-char 2>/dev/null")
