@@ -33,7 +33,8 @@ struct ublk_bridge {
 	int hooks_pass;         /* hooks on a C target: returning nothing passes the request on */
 	int epfd;               /* dev:fd() */
 	int timerfd;
-	int batching;           /* inside a dispatch: answers wait for _flush */
+	int batching;           /* dispatches in progress (they nest): answers wait for their _flush */
+	int edge_unanswered;    /* _poll saw a knock's edge and no take followed it yet */
 	struct bridge_slot *slots;       /* q * depth + tag */
 	struct ublk_handoff_req *taken;  /* the batch _run works through: taken[pos..n) still to run */
 	size_t pos, n;

@@ -46,6 +46,7 @@ void ublk_ctrl_unref(struct ublk_ctrl *c)
 		return;
 	io_uring_queue_exit(&c->ring);
 	close(c->fd);
+	free(c->stash);
 	free(c);
 }
 
@@ -77,7 +78,7 @@ int ublk_ctrl_submit(struct ublk_ctrl *c, const unsigned char image[128], __u64 
 
 static int unstash(struct ublk_ctrl *c, __u64 tag, int *res)
 {
-	int i;
+	size_t i;
 
 	for (i = 0; i < c->nstash; i++) {
 		if (c->stash[i].tag == tag) {
@@ -109,12 +110,18 @@ int ublk_ctrl_reap(struct ublk_ctrl *c, __u64 tag, int wait, int *res)
 			io_uring_cqe_seen(&c->ring, cqe);
 			return 1;
 		}
-		/* an answer for a command this one nests in (or that nests in it): keep it for that one;
-		 * the ring holds CTRL_RING_DEPTH commands, so the stash cannot overflow */
-		if (c->nstash < UBLK_CTRL_STASH) {
-			c->stash[c->nstash].tag = cqe->user_data;
-			c->stash[c->nstash++].res = cqe->res;
+		/* an answer for a command this one nests in (or that nests in it): keep it for that one */
+		if (c->nstash == c->stash_cap) {
+			size_t cap = c->stash_cap ? 2 * c->stash_cap : 4;
+			struct ublk_ctrl_answer *grown = realloc(c->stash, cap * sizeof(*grown));
+
+			if (!grown)
+				return -ENOMEM; /* the CQE stays: reaped again by the next wait */
+			c->stash = grown;
+			c->stash_cap = cap;
 		}
+		c->stash[c->nstash].tag = cqe->user_data;
+		c->stash[c->nstash++].res = cqe->res;
 		io_uring_cqe_seen(&c->ring, cqe);
 	}
 }

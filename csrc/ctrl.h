@@ -6,8 +6,11 @@
 
 #include "ublk_uapi.h"
 
-/* Answers reaped for another command than the one waiting (see ublk_ctrl_reap). */
-#define UBLK_CTRL_STASH 8
+/* An answer reaped for another command than the one waiting (see ublk_ctrl_reap). */
+struct ublk_ctrl_answer {
+	__u64 tag;
+	int res;
+};
 
 struct ublk_ctrl {
 	int fd;
@@ -15,8 +18,8 @@ struct ublk_ctrl {
 	int legacy; /* the kernel lacks UBLK_F_CMD_IOCTL_ENCODE: send the legacy opcodes */
 	struct io_uring ring;
 	__u64 last_tag;  /* each command's user_data: commands may nest (below) */
-	int nstash;
-	struct { __u64 tag; int res; } stash[UBLK_CTRL_STASH];
+	size_t nstash, stash_cap;
+	struct ublk_ctrl_answer *stash;
 };
 
 int ublk_ctrl_open(struct ublk_ctrl **out, const char *path); /* 0 or -errno */

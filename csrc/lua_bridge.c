@@ -63,7 +63,7 @@ int ublk_bridge_abandon(struct ublk_bridge *b)
 
 	if (!b || !b->srv)
 		return 0;
-	b->batching = 1;
+	b->batching++;
 	n = ublk_handoff_close(&b->srv->handoff, b->closing, (size_t)b->nr_queues * (size_t)b->depth);
 	epoll_ctl(b->epfd, EPOLL_CTL_DEL, b->srv->handoff.efd, NULL); /* nothing more comes (ENOENT the second time) */
 	for (i = 0; i < n; i++) {
@@ -79,7 +79,7 @@ int ublk_bridge_abandon(struct ublk_bridge *b)
 				ublk_bridge_answer(b, q, tag, -EIO, 0);
 				count++;
 			}
-	b->batching = 0;
+	b->batching--;
 	flush_all(b);
 	return count;
 }
@@ -266,6 +266,7 @@ static int l_run(lua_State *L)
 		size_t i;
 
 		b->n = ublk_handoff_take(&b->srv->handoff, b->taken, (size_t)b->nr_queues * (size_t)b->depth);
+		b->edge_unanswered = 0;
 		b->pos = 0;
 		b->requests += b->n;
 		b->batches += b->n > 0;
@@ -333,19 +334,22 @@ static int l_run(lua_State *L)
 	return 1;
 }
 
-/** dev:_flush([more]): send the answers collected so far, one batch per queue; more: the dispatch
- * goes on (answers keep collecting), so a long batch lets the queue threads work meanwhile. */
+/** dev:_flush(): the end of a dispatch (its to-be-closed variable calls this even when the
+ * dispatch raised). Sends the answers collected so far, one batch per queue; and when work is left
+ * that no knock will announce, knocks itself, so that dev:fd() polls readable again. */
 static int l_flush(lua_State *L)
 {
 	struct ublk_bridge *b = check_bridge(L);
 
-	b->batching = lua_toboolean(L, 2);
+	if (b->batching > 0)
+		b->batching--;
 	flush_all(b);
-	if (!b->batching && b->srv && ublk_handoff_pending(&b->srv->handoff)) {
+	if (b->srv && ((b->edge_unanswered && ublk_handoff_pending(&b->srv->handoff)) || b->pos < b->n)) {
 		uint64_t one = 1;
 
-		/* requests still listed and their knock's edge consumed (a nested dispatch): knock
-		 * ourselves, so that dev:fd() polls readable for an outside loop too */
+		/* a nested dispatch took the knock's edge but not the list, or an error left part of
+		 * a batch: no queue thread will knock while the list is not empty */
+		b->edge_unanswered = 0;
 		if (write(b->srv->handoff.efd, &one, sizeof(one)) < 0) {
 			/* an eventfd write fails only on counter overflow */
 		}
@@ -366,9 +370,9 @@ static int l_poll(lua_State *L)
 	struct epoll_event ev[64];
 	int n, i, reqs = 0, timer = 0, nfd = 0;
 
+	b->batching++; /* first: the dispatch's _flush runs even if what follows raises */
 	luaL_checktype(L, 3, LUA_TTABLE);
-	b->batching = 1;
-	if (b->srv && ublk_handoff_pending(&b->srv->handoff)) {
+	if (b->srv && (ublk_handoff_pending(&b->srv->handoff) || b->pos < b->n)) {
 		reqs = 1; /* listed without a knock to come (handoff.h): no waiting */
 		timeout = 0;
 	}
@@ -378,6 +382,7 @@ static int l_poll(lua_State *L)
 
 		if (what == EV_HANDOFF) {
 			reqs = 1;
+			b->edge_unanswered = 1;
 		} else if (what == EV_TIMER) {
 			uint64_t expirations;
 

@@ -115,8 +115,9 @@ struct io_uring_sqe *ublk_queue_get_sqe(struct ublk_queue *q)
 	struct io_uring_sqe *sqe = io_uring_get_sqe(&q->ring);
 
 	if (!sqe) {
-		/* Cannot happen with the ring sized for depth * (1 + sqes_per_io) + 1, but a full SQ
-		 * must not lose a request: push what is queued and take the freed slot. */
+		/* Cannot happen with the ring sized for depth * (1 + sqes_per_io) + 2 (the door's read
+		 * and a knock), but a full SQ must not lose a request: push what is queued and take the
+		 * freed slot. */
 		io_uring_submit(&q->ring);
 		sqe = io_uring_get_sqe(&q->ring);
 	}
@@ -243,9 +244,15 @@ static void flush_to_lua(struct ublk_queue *q)
 		 * write completes at once and posts nothing unless it fails */
 		struct io_uring_sqe *sqe = ublk_queue_get_sqe(q);
 
-		io_uring_prep_write(sqe, q->srv->handoff.efd, &q->knock_value, sizeof(q->knock_value), 0);
-		sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
-		io_uring_sqe_set_data64(sqe, (__u64)UD_KNOCK << 16);
+		if (!sqe) {
+			if (write(q->srv->handoff.efd, &q->knock_value, sizeof(q->knock_value)) < 0) {
+				/* an eventfd write fails only on counter overflow */
+			}
+		} else {
+			io_uring_prep_write(sqe, q->srv->handoff.efd, &q->knock_value, sizeof(q->knock_value), 0);
+			sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+			io_uring_sqe_set_data64(sqe, (__u64)UD_KNOCK << 16);
+		}
 	}
 	q->nr_to_lua = 0;
 }
@@ -308,10 +315,11 @@ static void handle_cqe(struct ublk_queue *q, const struct io_uring_cqe *cqe)
 		break;
 	case UD_EVENT:
 		drain_remote(q);
-		/* re-armed even when stopping: requests still with the Lua thread come back this way;
-		 * only the ring's end (cancelled) leaves it down */
-		if (cqe->res != -ECANCELED)
+		/* re-armed even when stopping: requests still with the Lua thread come back this way */
+		if (cqe->res >= 0 || cqe->res == -EINTR || cqe->res == -EAGAIN)
 			arm_door(q);
+		else if (!q->stats.cmd_error)
+			q->stats.cmd_error = cqe->res; /* a door that fails for good: say so, do not spin */
 		break;
 	default:
 		break;

@@ -467,6 +467,11 @@ function Device:run()
       reason = "stopped"
     end
   until reason or not self:_owned()
+  if sched then -- the stop's own dispatches must not wake for these again (a second Ctrl-C)
+    sched.alarms = {}
+    self:_watch(catcher:fd(), 0)
+    if self:_ended_fd() then self:_watch(self:_ended_fd(), 0) end
+  end
   local ok, msg, errno = self:delete()
   if not ok then return nil, msg, errno end
   return true, reason or "stopped", id

@@ -273,8 +273,8 @@ end
 function Scheduler:dispatch(timeout)
   local dev = self.dev
   local fds = self.fds
+  local _ <close> = self.flusher -- before _poll: whatever happens from there on, _flush runs
   local reqs, fired, nfd = dev:_poll(timeout or 0, fds)
-  local _ <close> = self.flusher
   local n = 0
   if fired then self.armed = nil end
   if reqs then n = dev:_run(self.handlers, self.pool, workers, self.on_yield, self.on_error) end
