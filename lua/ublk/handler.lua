@@ -300,12 +300,4 @@ function Scheduler:alarm_on(fd)
   return self.dev:_watch(fd, EPOLLIN)
 end
 
---- Requests started but not answered, and coroutines waiting.
-function Scheduler:pending()
-  local n = #self.runnable
-  for _, e in ipairs(self.timers) do if not e.cancelled and not e.waiter then n = n + 1 end end
-  for _, list in pairs(self.waiting) do n = n + #list end
-  return n
-end
-
 return M
