@@ -505,12 +505,12 @@ function Device:_idler(grace)
     core.poll(0.05, ring_fd, 1, fd, 1)
     -- never raises: the grace period below must come, or a stop could wait for ever
     local ok, err = pcall(sched.dispatch, sched, 0)
-    if not ok then sched.log("dispatching during " .. (grace and "STOP_DEV" or "START_DEV") .. ": " .. tostring(err)) end
+    if not ok then sched:say("dispatching during " .. (grace and "STOP_DEV" or "START_DEV") .. ": " .. tostring(err)) end
     if grace and not abandoned and core.monotonic() - since > grace then
       abandoned = true
       local n = self:_abandon()
       if n > 0 then
-        sched.log(("stopping: %d requests still with handlers after %g s were answered EIO"):format(n, grace))
+        sched:say(("stopping: %d requests still with handlers after %g s were answered EIO"):format(n, grace))
       end
     end
   end

@@ -115,7 +115,7 @@ local function report(s, req, msg, raised)
   if seen then
     seen.count = seen.count + 1
     if now - seen.said >= 10 then
-      s.log(("%s (%d more times in %d s)"):format(key, seen.count, math.floor(now - seen.said + 0.5)))
+      s:say(("%s (%d more times in %d s)"):format(key, seen.count, math.floor(now - seen.said + 0.5)))
       seen.count, seen.said = 0, now
     end
     return
@@ -128,9 +128,9 @@ local function report(s, req, msg, raised)
   end
   s.seen[key] = { count = 0, said = now }
   if raised then -- msg is the traceback
-    s.log(("%s handler failed at offset %d, length %d: answered EIO\n%s"):format(req.op, req.offset, req.length, msg))
+    s:say(("%s handler failed at offset %d, length %d: answered EIO\n%s"):format(req.op, req.offset, req.length, msg))
   else
-    s.log(("%s handler at offset %d, length %d %s"):format(req.op, req.offset, req.length, msg))
+    s:say(("%s handler at offset %d, length %d %s"):format(req.op, req.offset, req.length, msg))
   end
 end
 
@@ -154,6 +154,11 @@ function M.new(dev, handlers, log)
   return s
 end
 
+-- Hand a line to the owner's log; a log that fails must not leave a request unanswered.
+function Scheduler:say(line)
+  pcall(self.log, line)
+end
+
 -- File a coroutine by what it yielded.
 function Scheduler:file(co, req, what, a, b, c)
   if what == SLEEP then
@@ -170,8 +175,8 @@ end
 function Scheduler:step(co, req, ...)
   local ok, a, b, c, d = resume(co, ...)
   if not ok then
-    report(self, req, debug.traceback(co, tostring(a)), true)
     req:_finish(false)
+    report(self, req, debug.traceback(co, tostring(a)), true)
   elseif status(co) == "dead" then
     local bad = req:_finish(true, a, b)
     if bad then report(self, req, bad, false) end
@@ -201,7 +206,7 @@ function Scheduler:rewatch(fd)
     local ok, msg = self.dev:_watch(fd, events)
     if not ok then
       -- not pollable (a regular file): wake the waiters now, as poll(2) would
-      self.log("ublk: cannot wait for descriptor " .. fd .. ": " .. tostring(msg))
+      self:say("ublk: cannot wait for descriptor " .. fd .. ": " .. tostring(msg))
       local list = self.waiting[fd] or {}
       self.waiting[fd] = nil
       for _, w in ipairs(list) do
@@ -287,7 +292,7 @@ function Scheduler:dispatch(timeout)
   if self.timers[1] then self:run_timers() end
   self:arm()
   if self.suppressed > 0 then
-    self.log(("%d more handler failures not logged (over 10 new messages a second)"):format(self.suppressed))
+    self:say(("%d more handler failures not logged (over 10 new messages a second)"):format(self.suppressed))
     self.suppressed = 0
   end
   return n
