@@ -45,6 +45,18 @@ function M.threads()
   return n, table.concat(names, ",")
 end
 
+--- What a spec file counted before its first device (kernel.fd_count(), kernel.threads()) is what
+-- is left after the collector ran: no descriptor, thread or ublk device survives.
+function M.assert_nothing_left(fds, nthreads)
+  local luassert = require("luassert")
+  collectgarbage()
+  collectgarbage()
+  luassert.are.equal(fds, M.fd_count())
+  local n, names = M.threads()
+  luassert.are.equal(nthreads, n, ("threads: %d before, %d now: %s"):format(nthreads, n, names))
+  luassert.are.same({}, M.ublk_devices())
+end
+
 function M.ublk_devices()
   local ids = {}
   local p = io.popen("ls /sys/class/ublk-char 2>/dev/null")
