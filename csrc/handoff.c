@@ -18,6 +18,7 @@ int ublk_handoff_init(struct ublk_handoff *h, unsigned hook_mask, size_t cap)
 		return -ENOMEM;
 	h->cap = cap;
 	h->hook_mask = hook_mask;
+	h->knock_value = 1;
 	h->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (h->efd < 0) {
 		ret = -errno;
@@ -66,42 +67,41 @@ int ublk_handoff_push(struct ublk_handoff *h, const struct ublk_handoff_req *req
 	return was_empty;
 }
 
-static size_t take_locked(struct ublk_handoff *h, struct ublk_handoff_req *out, size_t max)
+void ublk_handoff_knock(struct ublk_handoff *h)
 {
-	size_t n = h->n < max ? h->n : max;
+	if (write(h->efd, &h->knock_value, sizeof(h->knock_value)) < 0) {
+		/* an eventfd write fails only on counter overflow, which knocks never reach */
+	}
+}
+
+static size_t take_locked(struct ublk_handoff *h, struct ublk_handoff_req *out)
+{
+	size_t n = h->n;
 
 	memcpy(out, h->list, n * sizeof(out[0]));
-	memmove(h->list, h->list + n, (h->n - n) * sizeof(out[0]));
-	__atomic_store_n(&h->n, h->n - n, __ATOMIC_RELEASE);
+	__atomic_store_n(&h->n, 0, __ATOMIC_RELEASE);
 	return n;
 }
 
-size_t ublk_handoff_take(struct ublk_handoff *h, struct ublk_handoff_req *out, size_t max)
+size_t ublk_handoff_take(struct ublk_handoff *h, struct ublk_handoff_req *out)
 {
 	size_t n;
 
 	/* A push after this take finds the list empty and knocks again: nothing stays listed without
 	 * a knock to come. The counter is never read (edge-triggered); it cannot reach its maximum. */
 	pthread_mutex_lock(&h->lock);
-	n = take_locked(h, out, max);
-	if (h->n) {
-		__u64 one = 1;
-
-		/* more than max were listed: knock for the rest */
-		if (write(h->efd, &one, sizeof(one)) < 0) {
-		}
-	}
+	n = take_locked(h, out);
 	pthread_mutex_unlock(&h->lock);
 	return n;
 }
 
-size_t ublk_handoff_close(struct ublk_handoff *h, struct ublk_handoff_req *out, size_t max)
+size_t ublk_handoff_close(struct ublk_handoff *h, struct ublk_handoff_req *out)
 {
 	size_t n;
 
 	pthread_mutex_lock(&h->lock);
 	h->closed = 1;
-	n = take_locked(h, out, max);
+	n = take_locked(h, out);
 	pthread_mutex_unlock(&h->lock);
 	return n;
 }

@@ -26,6 +26,7 @@ struct ublk_handoff_req {
 struct ublk_handoff {
 	pthread_mutex_t lock;
 	int efd;            /* eventfd (non-blocking): the list turned non-empty */
+	__u64 knock_value;  /* 1: what a knock writes (the queue's knock SQE points here) */
 	unsigned hook_mask; /* 1 << UBLK_IO_OP_*: the ops that go to Lua (read-only once serving) */
 	int closed;         /* the Lua side is gone: queue threads answer hooked requests themselves */
 	size_t n, cap;      /* cap: every tag of every queue */
@@ -53,10 +54,13 @@ static inline int ublk_handoff_pending(const struct ublk_handoff *h)
 	return __atomic_load_n(&h->n, __ATOMIC_ACQUIRE) != 0;
 }
 
-/* Lua thread: move up to max requests into out; how many. */
-size_t ublk_handoff_take(struct ublk_handoff *h, struct ublk_handoff_req *out, size_t max);
+/* Knock with a plain write (the queue thread knocks through its ring where it can). */
+void ublk_handoff_knock(struct ublk_handoff *h);
 
-/* Lua thread: refuse further pushes and hand back what is still listed (up to max) for answering. */
-size_t ublk_handoff_close(struct ublk_handoff *h, struct ublk_handoff_req *out, size_t max);
+/* Lua thread: move every listed request into out (room for cap); how many. */
+size_t ublk_handoff_take(struct ublk_handoff *h, struct ublk_handoff_req *out);
+
+/* Lua thread: refuse further pushes and hand back what is still listed (room for cap), for answering. */
+size_t ublk_handoff_close(struct ublk_handoff *h, struct ublk_handoff_req *out);
 
 #endif

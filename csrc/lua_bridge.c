@@ -64,7 +64,7 @@ int ublk_bridge_abandon(struct ublk_bridge *b)
 	if (!b || !b->srv)
 		return 0;
 	b->batching++;
-	n = ublk_handoff_close(&b->srv->handoff, b->closing, (size_t)b->nr_queues * (size_t)b->depth);
+	n = ublk_handoff_close(&b->srv->handoff, b->closing);
 	epoll_ctl(b->epfd, EPOLL_CTL_DEL, b->srv->handoff.efd, NULL); /* nothing more comes (ENOENT the second time) */
 	for (i = 0; i < n; i++) {
 		/* listed, never taken: hold it just to answer it */
@@ -265,7 +265,7 @@ static int l_run(lua_State *L)
 	if (b->pos == b->n) {
 		size_t i;
 
-		b->n = ublk_handoff_take(&b->srv->handoff, b->taken, (size_t)b->nr_queues * (size_t)b->depth);
+		b->n = ublk_handoff_take(&b->srv->handoff, b->taken);
 		b->edge_unanswered = 0;
 		b->pos = 0;
 		b->requests += b->n;
@@ -345,14 +345,10 @@ static int l_flush(lua_State *L)
 		b->batching--;
 	flush_all(b);
 	if (b->srv && ((b->edge_unanswered && ublk_handoff_pending(&b->srv->handoff)) || b->pos < b->n)) {
-		uint64_t one = 1;
-
 		/* a nested dispatch took the knock's edge but not the list, or an error left part of
 		 * a batch: no queue thread will knock while the list is not empty */
 		b->edge_unanswered = 0;
-		if (write(b->srv->handoff.efd, &one, sizeof(one)) < 0) {
-			/* an eventfd write fails only on counter overflow */
-		}
+		ublk_handoff_knock(&b->srv->handoff);
 	}
 	return 0;
 }
@@ -414,12 +410,12 @@ static int l_arm_timer(lua_State *L)
 	if (!lua_isnoneornil(L, 2)) {
 		double t = luaL_checknumber(L, 2);
 
-		if (t <= 0)
-			t = 1e-9;
-		its.it_value.tv_sec = (time_t)t;
-		its.it_value.tv_nsec = (long)((t - (double)its.it_value.tv_sec) * 1e9);
+		if (t > 0) {
+			its.it_value.tv_sec = (time_t)t;
+			its.it_value.tv_nsec = (long)((t - (double)its.it_value.tv_sec) * 1e9);
+		}
 		if (its.it_value.tv_sec == 0 && its.it_value.tv_nsec == 0)
-			its.it_value.tv_nsec = 1;
+			its.it_value.tv_nsec = 1; /* a deadline already past: fire now (zero would disarm) */
 	}
 	if (timerfd_settime(b->timerfd, TFD_TIMER_ABSTIME, &its, NULL) < 0)
 		return ublk_lua_fail(L, "timerfd_settime", errno);

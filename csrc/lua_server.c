@@ -24,19 +24,27 @@
 #include "lua_ublk.h"
 #include "server.h"
 
+/* Join the queue threads and free the data plane. Nothing may wait on Lua while the threads are
+ * joined: what Lua holds is answered EIO first, and from then on the queue threads answer hooked
+ * requests themselves. */
+static void free_data_plane(struct device_handle *d)
+{
+	ublk_bridge_abandon(d->bridge);
+	ublk_server_free(d->srv);
+	d->srv = NULL;
+	ublk_bridge_detach(d->bridge);
+}
+
 void ublk_device_stop_server(struct device_handle *d)
 {
 	if (!d->srv)
 		return;
-	/* No Lua can run here (the collector's path): what Lua holds is answered EIO, and the queue
-	 * threads answer hooked requests themselves, so STOP_DEV cannot wait on Lua. */
+	/* No Lua can run here (the collector's path), so STOP_DEV must not wait on it */
 	ublk_bridge_abandon(d->bridge);
 	/* STOP_DEV first: in-flight requests are still served while the disk goes away */
 	if (d->srv->running && d->ctrl && d->dev_id >= 0)
 		ublk_ctrl_device_command(d->ctrl, UBLK_CMD_STOP_DEV, _IOC_READ | _IOC_WRITE, (__u32)d->dev_id);
-	ublk_server_free(d->srv);
-	d->srv = NULL;
-	ublk_bridge_detach(d->bridge);
+	free_data_plane(d);
 }
 
 static struct device_handle *check_owned(lua_State *L)
@@ -174,12 +182,8 @@ static int l_stop_queues(lua_State *L)
 {
 	struct device_handle *d = luaL_checkudata(L, 1, UBLK_DEVICE_MT);
 
-	if (d->srv) {
-		ublk_bridge_abandon(d->bridge); /* nothing may wait on Lua while the threads are joined */
-		ublk_server_free(d->srv);
-		d->srv = NULL;
-		ublk_bridge_detach(d->bridge);
-	}
+	if (d->srv)
+		free_data_plane(d);
 	return 0;
 }
 
@@ -193,19 +197,18 @@ static int l_serving(lua_State *L)
 }
 
 /**
- * device:_wait(timeout_seconds [, signal_fd [, work_fd]]) -> "ended" | "signal", signo | "work" | "timeout"
+ * device:_wait(timeout_seconds [, signal_fd]) -> "ended" | "signal", signo | "timeout"
  * Sleeps until a queue thread ends (the kernel stopped the device, or a queue failed), a signal
- * arrives on signal_fd (a signalfd), work_fd (the device's Lua side) is readable, or the timeout
- * passes (negative: no timeout).
+ * arrives on signal_fd (a signalfd), or the timeout passes (negative: no timeout). A device with
+ * Lua handlers waits in its bridge's epoll instead, and asks here what woke it.
  */
 static int l_wait(lua_State *L)
 {
 	struct device_handle *d = luaL_checkudata(L, 1, UBLK_DEVICE_MT);
 	double timeout = luaL_optnumber(L, 2, -1);
 	int sfd = (int)luaL_optinteger(L, 3, -1);
-	int wfd = (int)luaL_optinteger(L, 4, -1);
-	struct pollfd pfd[3];
-	int n = 0, ret, work = -1;
+	struct pollfd pfd[2];
+	int n = 0, ret;
 
 	if (!d->srv || ublk_server_alive(d->srv) < d->srv->nr_queues) {
 		lua_pushliteral(L, "ended");
@@ -215,11 +218,6 @@ static int l_wait(lua_State *L)
 	pfd[n++].events = POLLIN;
 	if (sfd >= 0) {
 		pfd[n].fd = sfd;
-		pfd[n++].events = POLLIN;
-	}
-	if (wfd >= 0) {
-		work = n;
-		pfd[n].fd = wfd;
 		pfd[n++].events = POLLIN;
 	}
 	ret = poll(pfd, (nfds_t)n, timeout < 0 ? -1 : (int)(timeout * 1000));
@@ -233,10 +231,6 @@ static int l_wait(lua_State *L)
 			lua_pushinteger(L, si.ssi_signo);
 			return 2;
 		}
-	}
-	if (work >= 0 && (pfd[work].revents & POLLIN)) {
-		lua_pushliteral(L, "work");
-		return 1;
 	}
 	if (ublk_server_alive(d->srv) < d->srv->nr_queues) {
 		lua_pushliteral(L, "ended");

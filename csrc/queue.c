@@ -74,7 +74,6 @@ int ublk_queue_new(struct ublk_queue **out, struct ublk_server *srv, int q_id)
 		ret = -errno;
 		goto fail;
 	}
-	q->knock_value = 1;
 	q->door = eventfd(0, EFD_CLOEXEC);
 	if (q->door < 0) {
 		ret = -errno;
@@ -242,14 +241,13 @@ static void flush_to_lua(struct ublk_queue *q)
 	} else if (ret > 0) {
 		/* the knock goes with the submit the thread makes next, before it sleeps; an eventfd
 		 * write completes at once and posts nothing unless it fails */
+		struct ublk_handoff *h = &q->srv->handoff;
 		struct io_uring_sqe *sqe = ublk_queue_get_sqe(q);
 
 		if (!sqe) {
-			if (write(q->srv->handoff.efd, &q->knock_value, sizeof(q->knock_value)) < 0) {
-				/* an eventfd write fails only on counter overflow */
-			}
+			ublk_handoff_knock(h);
 		} else {
-			io_uring_prep_write(sqe, q->srv->handoff.efd, &q->knock_value, sizeof(q->knock_value), 0);
+			io_uring_prep_write(sqe, h->efd, &h->knock_value, sizeof(h->knock_value), 0);
 			sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
 			io_uring_sqe_set_data64(sqe, (__u64)UD_KNOCK << 16);
 		}
@@ -309,9 +307,7 @@ static void handle_cqe(struct ublk_queue *q, const struct io_uring_cqe *cqe)
 	case UD_KNOCK:
 		/* only a failed knock posts (a kernel without CQE_SKIP_SUCCESS refuses the SQE): knock
 		 * the plain way, or the Lua side would never hear of the batch */
-		if (write(q->srv->handoff.efd, &q->knock_value, sizeof(q->knock_value)) < 0) {
-			/* an eventfd write fails only on counter overflow */
-		}
+		ublk_handoff_knock(&q->srv->handoff);
 		break;
 	case UD_EVENT:
 		drain_remote(q);

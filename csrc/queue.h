@@ -77,7 +77,6 @@ struct ublk_queue {
 	int lua_inflight;              /* requests handed to the Lua thread, not yet back */
 	int nr_to_lua;                 /* this wake-up's hand-offs, pushed before the thread sleeps */
 	struct ublk_handoff_req *to_lua; /* depth slots */
-	__u64 knock_value;             /* 1: what a knock on the Lua side's eventfd writes */
 	int kernel_stopping;           /* an ABORT was seen */
 	atomic_int stop;               /* asked to stop by the owner */
 	pthread_mutex_t remote_lock;

@@ -419,6 +419,9 @@ function Device:start()
   return true
 end
 
+-- How long a stop keeps serving handlers that still hold requests before answering them EIO.
+local STOP_GRACE = 5
+
 --- Stop serving: STOP_DEV (requests in flight are still served; new ones fail), then the queue
 -- threads end and are joined. The device stays until `delete`/`close`. Does nothing when not started.
 -- @return true | nil, msg, errno
@@ -426,7 +429,7 @@ function Device:stop()
   local id, data = owned(self)
   local ok, msg, errno = true, nil, nil
   if self:_serving() > 0 or data.started then
-    local res, m, e = command("STOP_DEV", { dev_id = id, idle = self:_idler(data.stop_timeout or 5) })
+    local res, m, e = command("STOP_DEV", { dev_id = id, idle = self:_idler(STOP_GRACE) })
     if not res and e ~= core.errno.ENODEV then ok, msg, errno = nil, m, e end
   end
   self:_stop_queues() -- answers EIO for anything Lua still holds
@@ -449,12 +452,12 @@ function Device:run()
   local catcher <close> = data.catcher or assert(core.catch_signals { core.SIGINT, core.SIGTERM })
   data.catcher = nil
   local reason
-  local sched = data.sched
+  local sched, ended_fd = data.sched, self:_ended_fd()
   if sched then
     -- one wait for everything: the handlers' work, a signal, the device's end (its dispatches wake
     -- on all three; only the last two need the check below)
     assert(sched:alarm_on(catcher:fd()))
-    assert(sched:alarm_on(assert(self:_ended_fd())))
+    assert(sched:alarm_on(assert(ended_fd)))
   end
   repeat
     local what, signo = "work", nil
@@ -475,7 +478,7 @@ function Device:run()
   if sched then -- the stop's own dispatches must not wake for these again (a second Ctrl-C)
     sched.alarms = {}
     self:_watch(catcher:fd(), 0)
-    if self:_ended_fd() then self:_watch(self:_ended_fd(), 0) end
+    self:_watch(ended_fd, 0)
   end
   local ok, msg, errno = self:delete()
   if not ok then return nil, msg, errno end
@@ -485,10 +488,10 @@ end
 --- Counters of the data plane: { queues = { {requests, wakeups, submits, errors, cmd_error}, ... },
 -- memory } (memory: bytes the ram target holds), or nil when not served.
 function Device:stats()
-  owned(self)
+  local _, data = owned(self)
   local st = self:_stats()
   if st then st.lua = self:_bridge_stats() end
-  if st and st.lua and self:_data().sched then st.lua.failures = self:_data().sched.failures end
+  if st and st.lua and data.sched then st.lua.failures = data.sched.failures end
   return st
 end
 
