@@ -42,6 +42,7 @@ struct ublk_bridge {
 	struct ublk_remote_done *done;   /* q * depth + i: answers not yet sent */
 	int *nr_done;
 	uint64_t requests, batches, errors, passed; /* batches: takes that found requests */
+	uint64_t started;       /* handlers started (answers go back every 8) */
 };
 
 static inline struct bridge_slot *bridge_slot(struct ublk_bridge *b, int q_id, int tag)
@@ -62,8 +63,8 @@ static inline int bridge_live(struct ublk_bridge *b, int q_id, int tag, uint32_t
 /* The request in (q_id, tag) is answered: result, or passed on to the C target. */
 void ublk_bridge_answer(struct ublk_bridge *b, int q_id, int tag, int result, int pass);
 
-/* A request's handle, which is also its buffer (req.buf). Uservalue 1: the device, so d stays
- * valid memory as long as the handle is referenced. */
+/* A request (ublk.request userdata), also its buffer (req.buf). Uservalue 1: the device, so d stays
+ * valid memory as long as the request is referenced. */
 struct request_handle {
 	struct device_handle *d;
 	uint32_t gen;
@@ -78,11 +79,10 @@ struct request_handle {
 	unsigned char *data;
 };
 
-/* lua_request.c: push the metatables of ublk.buffer and ublk.request (in that order), then for each
- * taken request its table (a new ublk.request; the device userdata at index dev, the two
- * metatables at mts and mts + 1). Returns its handle. */
-void ublk_request_metatables(lua_State *L);
-struct request_handle *ublk_request_push(lua_State *L, int dev, int mts, const struct ublk_handoff_req *h);
+/* lua_request.c: push the metatable of ublk.request; then for each taken request, a new
+ * ublk.request (the device userdata at index dev, the metatable at mt). Returns it. */
+void ublk_request_metatable(lua_State *L);
+struct request_handle *ublk_request_push(lua_State *L, int dev, int mt, const struct ublk_handoff_req *h);
 /* The bridge of a request's device, or NULL once the device let it go. */
 static inline struct ublk_bridge *request_bridge(const struct request_handle *v)
 {

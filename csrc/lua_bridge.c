@@ -177,67 +177,141 @@ static struct ublk_bridge *check_bridge(lua_State *L)
 
 /* ---- the device's bridge methods ---- */
 
-/* Call the function and nargs arguments on top; what it raises is dropped (the dispatch must go
- * on: a request left half-handled here would never be answered). 0, or -1 when it raised. */
-static int call_dropping_errors(lua_State *L, int nargs)
+/*
+ * Runners. A runner is a coroutine whose body (runner_next) makes each taken request's userdata and
+ * calls its handler in a protected call, one request after another, until the batch is done; then
+ * it yields batch_done and waits in the pool for the next batch. So a batch costs one resume, not
+ * one per request. A handler that yields takes its runner with it: from then on that coroutine is
+ * the request's alone (the scheduler resumes it; when the handler returns, handler_k answers the
+ * request and the coroutine ends), and _run goes on with another runner.
+ *
+ * A runner's upvalues: the device, the handlers (by op number), on_error, the request metatable,
+ * and the request it runs now (so that _run can tell on_yield which request yielded). Its stack:
+ * 1 the message handler of its protected calls, 2 the request, then the handler's values.
+ */
+enum { U_DEV = 1, U_HANDLERS, U_ON_ERROR, U_REQUEST_MT, U_CURRENT, NR_RUNNER_UPVALUES };
+enum { S_MSGH = 1, S_REQ };
+
+static char batch_done; /* what a runner yields at the end of a batch: only its address matters */
+
+/* The message handler of a handler's protected call: the error and where it came from. */
+static int handler_traceback(lua_State *co)
 {
-	if (lua_pcall(L, nargs, 0, 0) == LUA_OK)
-		return 0;
-	lua_pop(L, 1);
-	return -1;
+	const char *msg;
+
+	if (lua_type(co, 1) == LUA_TSTRING || lua_type(co, 1) == LUA_TNUMBER)
+		msg = lua_tostring(co, 1);
+	else
+		msg = lua_pushfstring(co, "(error object is a %s value)", luaL_typename(co, 1));
+	luaL_traceback(co, co, msg, 1);
+	return 1;
 }
 
-/* Answer a request whose handler returned the nres values on top of co's stack; what is wrong
- * with values that mean nothing goes to on_error(req, message, false). */
-static void finish_returned(lua_State *L, lua_State *co, struct request_handle *v, int nres, int req, int on_error)
+/* on_error(req, message at msg, raised); what it raises is dropped (the batch must go on). */
+static void report(lua_State *co, int msg, int raised)
+{
+	lua_pushvalue(co, lua_upvalueindex(U_ON_ERROR));
+	lua_pushvalue(co, S_REQ);
+	lua_pushvalue(co, msg);
+	lua_pushboolean(co, raised);
+	if (lua_pcall(co, 3, 0, 0) != LUA_OK)
+		lua_pop(co, 1);
+}
+
+/* Answer the request at S_REQ from how its handler ended: status LUA_OK with its values from S_REQ
+ * + 1 (what is wrong with them goes to on_error(req, message, false)), or an error status with the
+ * traceback on top (EIO, and on_error(req, traceback, true)). Nothing is answered that was
+ * answered or deferred meanwhile. */
+static void finish(lua_State *co, struct request_handle *v, int status)
 {
 	struct ublk_bridge *b = request_bridge(v);
+	int live = bridge_live(b, v->q_id, v->tag, v->gen);
 	int result, pass;
 
-	if (!bridge_live(b, v->q_id, v->tag, v->gen) || v->deferred)
-		return; /* answered by req:done meanwhile, or to be */
-	if (ublk_request_result(co, v, lua_gettop(co) - nres + 1, nres, &result, &pass) == 0) {
+	if (status != LUA_OK) {
+		if (live)
+			ublk_bridge_answer(b, v->q_id, v->tag, -EIO, 0);
+		report(co, lua_gettop(co), 1);
+		return;
+	}
+	if (!live || v->deferred)
+		return;
+	if (ublk_request_result(co, v, S_REQ + 1, lua_gettop(co) - S_REQ, &result, &pass) == 0) {
 		ublk_bridge_answer(b, v->q_id, v->tag, result, pass);
 		return;
 	}
 	ublk_bridge_answer(b, v->q_id, v->tag, -EIO, 0);
-	lua_pushvalue(L, on_error);
-	lua_pushvalue(L, req);
-	lua_xmove(co, L, 1);
-	lua_pushboolean(L, 0);
-	call_dropping_errors(L, 3);
+	report(co, lua_gettop(co), 0);
 }
 
-/* A handler raised (its error object on top of co): EIO, and on_error(req, traceback, true). */
-static void finish_raised(lua_State *L, lua_State *co, struct request_handle *v, int req, int on_error)
+/* A handler that yielded has ended (returned, or raised after a yield). */
+static int handler_k(lua_State *co, int status, lua_KContext ctx)
 {
-	struct ublk_bridge *b = request_bridge(v);
-	const char *msg;
+	(void)ctx;
+	finish(co, lua_touserdata(co, S_REQ), status == LUA_YIELD ? LUA_OK : status);
+	return 0; /* the runner ends here: since the yield it was this request's alone */
+}
 
-	if (bridge_live(b, v->q_id, v->tag, v->gen))
-		ublk_bridge_answer(b, v->q_id, v->tag, -EIO, 0);
-	lua_xmove(co, L, 1); /* the error object, converted here: no metamethod runs on a dead coroutine */
-	if (lua_type(L, -1) == LUA_TSTRING || lua_type(L, -1) == LUA_TNUMBER)
-		msg = lua_tostring(L, -1);
-	else
-		msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, -1));
-	lua_pushvalue(L, on_error);
-	lua_pushvalue(L, req);
-	luaL_traceback(L, co, msg, 0); /* the dead coroutine's stack still tells where */
-	lua_pushboolean(L, 1);
-	call_dropping_errors(L, 3);
+static int runner_next(lua_State *co);
+
+static int runner_k(lua_State *co, int status, lua_KContext ctx)
+{
+	(void)status;
+	(void)ctx;
+	return runner_next(co);
+}
+
+static int runner_next(lua_State *co)
+{
+	struct device_handle *d = lua_touserdata(co, lua_upvalueindex(U_DEV));
+
+	for (;;) {
+		struct ublk_bridge *b = d->bridge; /* again each time: a handler may stop the device */
+		struct ublk_handoff_req h;
+		struct request_handle *v;
+		int status;
+
+		lua_settop(co, S_MSGH);
+		if (!b || !b->srv || b->pos == b->n) {
+			lua_pushlightuserdata(co, &batch_done);
+			return lua_yieldk(co, 1, 0, runner_k);
+		}
+		h = b->taken[b->pos++];
+		if (!bridge_slot(b, h.q_id, h.tag)->held)
+			continue; /* a stop answered it meanwhile */
+		v = ublk_request_push(co, lua_upvalueindex(U_DEV), lua_upvalueindex(U_REQUEST_MT), &h);
+		lua_copy(co, S_REQ, lua_upvalueindex(U_CURRENT));
+		if (lua_rawgeti(co, lua_upvalueindex(U_HANDLERS), v->op) != LUA_TFUNCTION) {
+			ublk_bridge_answer(b, h.q_id, h.tag, -EOPNOTSUPP, 0);
+			continue;
+		}
+		lua_pushvalue(co, S_REQ);
+		b->started++;
+		status = lua_pcallk(co, 1, LUA_MULTRET, S_MSGH, 0, handler_k);
+		finish(co, v, status);
+		b = d->bridge;
+		if (b && b->started % 8 == 0)
+			flush_all(b); /* the queue threads work on these while we run the rest */
+	}
+}
+
+static int runner_main(lua_State *co)
+{
+	lua_settop(co, 0);
+	lua_pushcfunction(co, handler_traceback); /* S_MSGH */
+	return runner_next(co);
 }
 
 /**
  * dev:_run(handlers, pool, workers, on_yield, on_error) -> n
  * Takes the requests the queue threads handed over and runs each one's handler (handlers[op], by
- * op number) in a coroutine: one from pool (a list) or a new one, which goes into the weak set
- * workers. A handler that returns is answered here and its coroutine goes back to the pool; one
- * that yields is given to on_yield(co, req, yielded...) (at most 4 values); one that raises is
- * answered EIO and its traceback given to on_error(req, traceback, true); values that mean nothing
- * are answered EIO and what is wrong with them given to on_error(req, message, false). An op the
- * table lacks is answered EOPNOTSUPP. Answers go back to the queues every 8 requests. Returns how
- * many handlers it started.
+ * op number) on a runner (above): one from pool (a list of coroutine, function pairs) or a new
+ * one, which goes into the weak set workers. A handler that returns is answered at once; one that
+ * yields is given to on_yield(co, req, yielded...) (at most 4 values); one that raises is answered
+ * EIO and its traceback given to on_error(req, traceback, true); values that mean nothing are
+ * answered EIO and what is wrong with them given to on_error(req, message, false). An op the table
+ * lacks is answered EOPNOTSUPP. Answers go back to the queues every 8 requests. Returns how many
+ * handlers it started.
  *
  * Re-entrant and safe against errors: every request is marked held when taken and the batch's
  * position moves before its handler runs, so a handler that dispatches again, a stop in the middle
@@ -246,22 +320,22 @@ static void finish_raised(lua_State *L, lua_State *co, struct request_handle *v,
  */
 static int l_run(lua_State *L)
 {
-	enum { DEV = 1, HANDLERS, POOL, WORKERS, ON_YIELD, ON_ERROR, MTS, TOP = MTS + 1 };
+	enum { DEV = 1, HANDLERS, POOL, WORKERS, ON_YIELD, ON_ERROR, TOP = ON_ERROR };
+	struct device_handle *d = luaL_checkudata(L, DEV, UBLK_DEVICE_MT);
 	struct ublk_bridge *b = check_bridge(L);
-	lua_Integer started = 0;
+	uint64_t started = b->started;
 
 	luaL_checktype(L, HANDLERS, LUA_TTABLE);
 	luaL_checktype(L, POOL, LUA_TTABLE);
 	luaL_checktype(L, WORKERS, LUA_TTABLE);
 	luaL_checktype(L, ON_YIELD, LUA_TFUNCTION);
 	luaL_checktype(L, ON_ERROR, LUA_TFUNCTION);
-	lua_settop(L, ON_ERROR);
+	lua_settop(L, TOP);
 	luaL_checkstack(L, 24, NULL);
 	if (!b->srv) {
 		lua_pushinteger(L, 0);
 		return 1;
 	}
-	ublk_request_metatables(L); /* MTS, MTS + 1 */
 	if (b->pos == b->n) {
 		size_t i;
 
@@ -273,64 +347,79 @@ static int l_run(lua_State *L)
 		for (i = 0; i < b->n; i++) /* from here on, a stop answers them */
 			bridge_slot(b, b->taken[i].q_id, b->taken[i].tag)->held = 1;
 	}
-	while (b->srv && b->pos < b->n) {
-		const struct ublk_handoff_req h = b->taken[b->pos++];
-		struct request_handle *v;
+	while ((b = d->bridge) && b->srv && b->pos < b->n) {
+		lua_Integer pooled = (lua_Integer)lua_rawlen(L, POOL);
+		int co_i = TOP + 1, fn_i = TOP + 2, status, nres = 0;
 		lua_State *co;
-		int req, coi, status, nres = 0;
-		lua_Integer pooled;
 
-		if (!bridge_slot(b, h.q_id, h.tag)->held)
-			continue; /* a stop answered it meanwhile */
-		v = ublk_request_push(L, DEV, MTS, &h);
-		req = lua_gettop(L);
-		if (lua_rawgeti(L, HANDLERS, ublksrv_get_op(&h.iod)) != LUA_TFUNCTION) {
-			ublk_bridge_answer(b, h.q_id, h.tag, -EOPNOTSUPP, 0);
-			lua_settop(L, TOP);
-			continue;
-		}
-		pooled = (lua_Integer)lua_rawlen(L, POOL);
-		if (pooled > 0) {
+		if (pooled >= 2) {
+			lua_rawgeti(L, POOL, pooled - 1);
 			lua_rawgeti(L, POOL, pooled);
 			lua_pushnil(L);
 			lua_rawseti(L, POOL, pooled);
-			co = lua_tothread(L, -1);
+			lua_pushnil(L);
+			lua_rawseti(L, POOL, pooled - 1);
+			co = lua_tothread(L, co_i);
 		} else {
 			co = lua_newthread(L);
-			lua_pushvalue(L, -1);
+			lua_pushvalue(L, co_i);
 			lua_pushboolean(L, 1);
 			lua_rawset(L, WORKERS);
+			lua_pushvalue(L, DEV);
+			lua_pushvalue(L, HANDLERS);
+			lua_pushvalue(L, ON_ERROR);
+			ublk_request_metatable(L);
+			lua_pushnil(L); /* U_CURRENT */
+			lua_pushcclosure(L, runner_main, NR_RUNNER_UPVALUES - 1);
+			lua_pushvalue(L, fn_i);
+			lua_xmove(L, co, 1);
 		}
-		coi = lua_gettop(L);
-		lua_pushvalue(L, req + 1); /* the handler */
-		lua_pushvalue(L, req);
-		lua_xmove(L, co, 2);
-		started++;
-		status = lua_resume(co, L, 1, &nres);
-		if (status == LUA_OK) {
-			finish_returned(L, co, v, nres, req, ON_ERROR);
-			lua_settop(co, 0);
-			lua_pushvalue(L, coi);
-			lua_rawseti(L, POOL, (lua_Integer)lua_rawlen(L, POOL) + 1);
-		} else if (status == LUA_YIELD) {
+		status = lua_resume(co, L, 0, &nres);
+		if (status == LUA_YIELD && nres == 1 && lua_touserdata(co, -1) == &batch_done) {
+			lua_pop(co, 1); /* batch_done; back to the pool, for the next batch (its stack keeps S_MSGH) */
+			pooled = (lua_Integer)lua_rawlen(L, POOL);
+			lua_rawseti(L, POOL, pooled + 2); /* fn */
+			lua_rawseti(L, POOL, pooled + 1); /* co */
+			lua_settop(L, TOP);
+			break;
+		}
+		lua_getupvalue(L, fn_i, U_CURRENT); /* the request whose handler yielded or failed */
+		if (status == LUA_YIELD) {
+			struct request_handle *v = lua_touserdata(L, -1);
+
 			if (nres > 4) { /* the scheduler's protocol yields at most 4 values */
 				lua_pop(co, nres - 4);
 				nres = 4;
 			}
 			lua_pushvalue(L, ON_YIELD);
-			lua_pushvalue(L, coi);
-			lua_pushvalue(L, req);
+			lua_pushvalue(L, co_i);
+			lua_pushvalue(L, -3);
 			lua_xmove(co, L, nres);
-			if (call_dropping_errors(L, 2 + nres) < 0 && bridge_live(b, h.q_id, h.tag, v->gen))
-				ublk_bridge_answer(b, h.q_id, h.tag, -EIO, 0); /* nobody will resume it */
-		} else {
-			finish_raised(L, co, v, req, ON_ERROR);
+			if (lua_pcall(L, 2 + nres, 0, 0) != LUA_OK) {
+				lua_pop(L, 1);
+				if (v && bridge_live(request_bridge(v), v->q_id, v->tag, v->gen))
+					ublk_bridge_answer(request_bridge(v), v->q_id, v->tag, -EIO, 0); /* nobody will resume it */
+			}
+		} else if (status != LUA_OK && (b = d->bridge) && b->pos > 0) {
+			/* the runner's own code failed (out of memory), before or after a handler: the
+			 * request it took last fails, if still held; the error goes to on_error */
+			const struct ublk_handoff_req *h = &b->taken[b->pos - 1];
+
+			if (bridge_slot(b, h->q_id, h->tag)->held)
+				ublk_bridge_answer(b, h->q_id, h->tag, -EIO, 0);
+			if (lua_touserdata(L, -1)) {
+				lua_pushvalue(L, ON_ERROR);
+				lua_pushvalue(L, -2);
+				lua_xmove(co, L, 1);
+				lua_pushboolean(L, 1);
+				if (lua_pcall(L, 3, 0, 0) != LUA_OK)
+					lua_pop(L, 1);
+			}
 		}
 		lua_settop(L, TOP);
-		if (started % 8 == 0)
-			flush_all(b); /* the queue threads work on these while we run the rest */
 	}
-	lua_pushinteger(L, started);
+	b = d->bridge;
+	lua_pushinteger(L, b ? (lua_Integer)(b->started - started) : 0);
 	return 1;
 }
 

@@ -1,8 +1,11 @@
 /*
- * What a handler sees (bridge.h): the request, a plain table (req.op, offset, length, buf; flags,
- * fua, queue, tag, received through __index) so that reading its fields costs a handler no C call, and its handle, a ublk.buffer
- * userdata that is also req.buf for reads and writes: a view of the request's own buffer in the
- * queue's memory, valid until the request is answered.
+ * What a handler sees (bridge.h): the request, a ublk.request userdata whose fields (op, offset,
+ * length, buf, flags, fua, queue, tag, received) and methods come from __index. Its buffer,
+ * req.buf, is the same object seen as a view of the request's own buffer in the queue's memory
+ * (buf:read, buf:write, buf:fill, #buf), valid until the request is answered.
+ *
+ * One object per request, not a table and a buffer: making it costs one allocation and four API
+ * calls, which was most of what a request cost the Lua thread beyond its handler.
  */
 #include <errno.h>
 #include <lauxlib.h>
@@ -13,7 +16,9 @@
 #include "lua_ublk.h"
 
 #define UBLK_REQUEST_MT "ublk.request"
-#define UBLK_BUFFER_MT "ublk.buffer"
+
+/* a request's uservalue: its device */
+enum { UV_DEVICE = 1, NR_UV = 1 };
 
 static const char *const op_names[] = { "read", "write", "flush", "discard", "write_same", "write_zeroes" };
 
@@ -27,21 +32,13 @@ static int live(const struct request_handle *v)
 	return bridge_live(request_bridge(v), v->q_id, v->tag, v->gen);
 }
 
-/* The key of a request table's handle: req.buf is the same object, but a handler may overwrite
- * that field; this one it cannot reach. */
-static char handle_key; /* only its address matters */
-
-struct request_handle *ublk_request_push(lua_State *L, int dev, int mts, const struct ublk_handoff_req *h)
+struct request_handle *ublk_request_push(lua_State *L, int dev, int mt, const struct ublk_handoff_req *h)
 {
 	unsigned op = ublksrv_get_op(&h->iod);
 	struct device_handle *d = lua_touserdata(L, dev);
 	struct ublk_bridge *b = d->bridge;
-	struct request_handle *v;
+	struct request_handle *v = lua_newuserdatauv(L, sizeof(*v), NR_UV);
 
-	/* Only what nearly every handler reads is a field; flags, fua, queue, tag and received come
-	 * from __index, so a request costs few calls to make. */
-	lua_createtable(L, 0, 5);
-	v = lua_newuserdatauv(L, sizeof(*v), 1);
 	v->d = d;
 	v->gen = bridge_slot(b, h->q_id, h->tag)->gen;
 	v->q_id = h->q_id;
@@ -51,61 +48,42 @@ struct request_handle *ublk_request_push(lua_State *L, int dev, int mts, const s
 	v->flags = h->iod.op_flags;
 	v->offset = (uint64_t)h->iod.start_sector << 9;
 	v->received_ns = h->received_ns;
-	v->span = (uint64_t)h->iod.nr_sectors << 9;
+	v->span = (uint64_t)h->iod.nr_sectors << 9; /* discard and write_zeroes have a length too, with no data */
 	v->length = (op == UBLK_IO_OP_READ || op == UBLK_IO_OP_WRITE) ? (uint32_t)v->span : 0;
 	v->data = ublk_queue_buf(b->srv->queues[h->q_id], h->tag); /* only called while served */
-	lua_pushvalue(L, mts);
+	lua_pushvalue(L, mt);
 	lua_setmetatable(L, -2);
 	lua_pushvalue(L, dev);
-	lua_setiuservalue(L, -2, 1);
-	lua_pushlightuserdata(L, &handle_key);
-	lua_pushvalue(L, -2);
-	lua_rawset(L, -4);
-	lua_setfield(L, -2, "buf");
-	lua_pushstring(L, ublk_op_name(op));
-	lua_setfield(L, -2, "op");
-	lua_pushinteger(L, (lua_Integer)v->offset);
-	lua_setfield(L, -2, "offset");
-	/* discard and write_zeroes have a length too, with no data */
-	lua_pushinteger(L, (lua_Integer)v->span);
-	lua_setfield(L, -2, "length");
-	lua_pushvalue(L, mts + 1);
-	lua_setmetatable(L, -2);
+	lua_setiuservalue(L, -2, UV_DEVICE);
 	return v;
 }
 
-void ublk_request_metatables(lua_State *L)
+void ublk_request_metatable(lua_State *L)
 {
-	luaL_getmetatable(L, UBLK_BUFFER_MT);
 	luaL_getmetatable(L, UBLK_REQUEST_MT);
 }
 
-/* Whether the value at idx is a request's handle: its metatable is upvalue 1 of every function
- * here. Cheaper than luaL_checkudata's registry lookup, and these run for every block a handler
- * copies. */
-static int is_handle(lua_State *L, int idx)
+/* Whether the value at idx is a userdata whose metatable is upvalue 1 of the running function
+ * (every function here has its type's metatable there): cheaper than luaL_checkudata's registry
+ * lookup, and these run for every block a handler copies. */
+static void *is_ours(lua_State *L, int idx)
 {
+	void *p = lua_touserdata(L, idx);
 	int same;
 
-	if (!lua_touserdata(L, idx) || !lua_getmetatable(L, idx))
-		return 0;
+	if (!p || !lua_getmetatable(L, idx))
+		return NULL;
 	same = lua_rawequal(L, -1, lua_upvalueindex(1));
 	lua_pop(L, 1);
-	return same;
+	return same ? p : NULL;
 }
 
-/* The handle of the request table at index 1. The table keeps it alive while we use it. */
-static struct request_handle *handle_of(lua_State *L, const char *what)
+static struct request_handle *check_request(lua_State *L, const char *what)
 {
-	struct request_handle *v;
+	struct request_handle *v = is_ours(L, 1);
 
-	luaL_checktype(L, 1, LUA_TTABLE);
-	lua_pushlightuserdata(L, &handle_key);
-	lua_rawget(L, 1);
-	v = is_handle(L, -1) ? lua_touserdata(L, -1) : NULL;
 	if (!v)
 		luaL_error(L, "%s: not a ublk request", what);
-	lua_pop(L, 1);
 	return v;
 }
 
@@ -203,7 +181,7 @@ int ublk_request_result(lua_State *L, struct request_handle *r, int first, int n
 /** req:done(...) -- answer the request now, with what a handler would return. Raises if already answered. */
 static int l_request_done(lua_State *L)
 {
-	struct request_handle *v = handle_of(L, "req:done");
+	struct request_handle *v = check_request(L, "req:done");
 	int result, pass;
 
 	if (!live(v))
@@ -224,7 +202,7 @@ static int l_request_done(lua_State *L)
  */
 static int l_request_finish(lua_State *L)
 {
-	struct request_handle *v = handle_of(L, "req:_finish");
+	struct request_handle *v = check_request(L, "req:_finish");
 	int ok = lua_toboolean(L, 2), result, pass;
 
 	if (!live(v) || (ok && v->deferred))
@@ -244,7 +222,7 @@ static int l_request_finish(lua_State *L)
 /** req:defer() -> req: the handler's return no longer answers it; req:done(...) will. */
 static int l_request_defer(lua_State *L)
 {
-	struct request_handle *v = handle_of(L, "req:defer");
+	struct request_handle *v = check_request(L, "req:defer");
 
 	if (!live(v))
 		return luaL_error(L, "req:defer: the request was already answered");
@@ -256,34 +234,63 @@ static int l_request_defer(lua_State *L)
 /** req:answered() -> whether the request was answered (its buffer is then gone) */
 static int l_request_answered(lua_State *L)
 {
-	lua_pushboolean(L, !live(handle_of(L, "req:answered")));
+	lua_pushboolean(L, !live(check_request(L, "req:answered")));
 	return 1;
 }
 
-/* The fields few handlers read, and the methods. */
+/* __index: the fields, then the methods (upvalue 2). Fields stay readable once answered (a failure
+ * report names the op and offset); only the buffer and the methods that answer check. Called for
+ * every field a handler reads, so it trusts its first argument: __metatable hides the metatable,
+ * and only Lua's own indexing of a ublk.request can call this. */
 static int l_request_index(lua_State *L)
 {
-	struct request_handle *v = handle_of(L, "req");
-	const char *k = lua_tostring(L, 2);
+	struct request_handle *v = lua_touserdata(L, 1); /* only Lua calls it: the metatable is hidden */
+	size_t len;
+	const char *k = lua_tolstring(L, 2, &len);
 
-	if (k && strcmp(k, "flags") == 0)
-		lua_pushinteger(L, v->flags);
-	else if (k && strcmp(k, "fua") == 0)
-		lua_pushboolean(L, (v->flags & UBLK_IO_F_FUA) != 0);
-	else if (k && strcmp(k, "queue") == 0)
-		lua_pushinteger(L, v->q_id);
-	else if (k && strcmp(k, "tag") == 0)
-		lua_pushinteger(L, v->tag);
-	else if (k && strcmp(k, "received") == 0) /* seconds, on ublk.now()'s clock */
-		lua_pushnumber(L, (double)v->received_ns / 1e9);
-	else
-		lua_rawget(L, lua_upvalueindex(2)); /* the methods */
+	switch (k && lua_type(L, 2) == LUA_TSTRING ? len : 0) {
+	case 2:
+		if (memcmp(k, "op", 2) == 0)
+			return lua_pushstring(L, ublk_op_name(v->op)), 1;
+		break;
+	case 3:
+		if (memcmp(k, "buf", 3) == 0) /* the request itself, as its buffer */
+			return lua_settop(L, 1), 1;
+		if (memcmp(k, "fua", 3) == 0)
+			return lua_pushboolean(L, (v->flags & UBLK_IO_F_FUA) != 0), 1;
+		if (memcmp(k, "tag", 3) == 0)
+			return lua_pushinteger(L, v->tag), 1;
+		break;
+	case 5:
+		if (memcmp(k, "flags", 5) == 0)
+			return lua_pushinteger(L, v->flags), 1;
+		if (memcmp(k, "queue", 5) == 0)
+			return lua_pushinteger(L, v->q_id), 1;
+		break;
+	case 6:
+		if (memcmp(k, "offset", 6) == 0)
+			return lua_pushinteger(L, (lua_Integer)v->offset), 1;
+		if (memcmp(k, "length", 6) == 0)
+			return lua_pushinteger(L, (lua_Integer)v->span), 1;
+		break;
+	case 8:
+		if (memcmp(k, "received", 8) == 0) /* seconds, on ublk.now()'s clock */
+			return lua_pushnumber(L, (double)v->received_ns / 1e9), 1;
+		break;
+	}
+	lua_rawget(L, lua_upvalueindex(2));
 	return 1;
+}
+
+static int l_request_newindex(lua_State *L)
+{
+	return luaL_error(L, "req.%s: a request's fields cannot be set (keep what you need in a table keyed by req)",
+			  lua_type(L, 2) == LUA_TSTRING ? lua_tostring(L, 2) : luaL_typename(L, 2));
 }
 
 static int l_request_tostring(lua_State *L)
 {
-	struct request_handle *v = handle_of(L, "tostring(req)");
+	struct request_handle *v = check_request(L, "tostring(req)");
 
 	lua_pushfstring(L, "ublk.request (%s offset %I length %I, queue %d tag %d%s)", ublk_op_name(v->op),
 			(lua_Integer)v->offset, (lua_Integer)v->length, v->q_id, v->tag, live(v) ? "" : ", answered");
@@ -294,18 +301,17 @@ static int l_request_tostring(lua_State *L)
 
 static struct request_handle *check_buffer(lua_State *L, const char *what)
 {
-	struct request_handle *v = is_handle(L, 1) ? lua_touserdata(L, 1) : NULL;
+	struct request_handle *v = is_ours(L, 1);
 
 	if (!v)
-		luaL_typeerror(L, 1, UBLK_BUFFER_MT);
-
-	if (!bridge_live(request_bridge(v), v->q_id, v->tag, v->gen))
+		luaL_typeerror(L, 1, "ublk request buffer (req.buf)");
+	if (!live(v))
 		luaL_error(L, "%s: the request was already answered: its buffer is gone", what);
 	return v;
 }
 
 /* offset and length within the buffer, as 0-based byte offsets */
-static size_t check_range(lua_State *L, const struct request_handle *v, int arg, lua_Integer off, lua_Integer len,
+static size_t check_range(lua_State *L, const struct request_handle *v, lua_Integer off, lua_Integer len,
 			  const char *what)
 {
 	if (off < 0 || off > (lua_Integer)v->length)
@@ -313,7 +319,6 @@ static size_t check_range(lua_State *L, const struct request_handle *v, int arg,
 	if (len < 0 || len > (lua_Integer)v->length - off)
 		luaL_error(L, "%s: %I bytes at offset %I run past the buffer's %I", what, len, off,
 			   (lua_Integer)v->length);
-	(void)arg;
 	return (size_t)off;
 }
 
@@ -324,7 +329,7 @@ static int l_buffer_read(lua_State *L)
 	lua_Integer off = luaL_optinteger(L, 2, 0);
 	lua_Integer len = luaL_optinteger(L, 3, (lua_Integer)v->length - off);
 
-	check_range(L, v, 2, off, len, "buf:read");
+	check_range(L, v, off, len, "buf:read");
 	lua_pushlstring(L, (const char *)v->data + off, (size_t)len);
 	return 1;
 }
@@ -347,7 +352,7 @@ static int l_buffer_write(lua_State *L)
 		lua_pushinteger(L, 0);
 		return 1;
 	}
-	check_range(L, v, 2, off, j - i + 1, "buf:write");
+	check_range(L, v, off, j - i + 1, "buf:write");
 	memcpy(v->data + off, s + i - 1, (size_t)(j - i + 1));
 	lua_pushinteger(L, j - i + 1);
 	return 1;
@@ -362,7 +367,7 @@ static int l_buffer_fill(lua_State *L)
 	lua_Integer len = luaL_optinteger(L, 4, (lua_Integer)v->length - off);
 
 	luaL_argcheck(L, byte >= 0 && byte <= 255, 2, "a byte is 0 to 255");
-	check_range(L, v, 3, off, len, "buf:fill");
+	check_range(L, v, off, len, "buf:fill");
 	memset(v->data + off, (int)byte, (size_t)len);
 	return 0;
 }
@@ -375,60 +380,41 @@ static int l_buffer_len(lua_State *L)
 	return 1;
 }
 
-static int l_buffer_tostring(lua_State *L)
-{
-	struct request_handle *v = is_handle(L, 1) ? lua_touserdata(L, 1) : NULL;
-
-	if (!v)
-		return luaL_typeerror(L, 1, UBLK_BUFFER_MT);
-
-	lua_pushfstring(L, "ublk.buffer (%I bytes%s)", (lua_Integer)v->length,
-			bridge_live(request_bridge(v), v->q_id, v->tag, v->gen) ? "" : ", gone");
-	return 1;
-}
-
 static const luaL_Reg request_methods[] = {
 	{ "done", l_request_done },
 	{ "defer", l_request_defer },
 	{ "answered", l_request_answered },
 	{ "_finish", l_request_finish },
-	{ NULL, NULL },
-};
-
-static const luaL_Reg buffer_methods[] = {
-	{ "read", l_buffer_read },
+	{ "read", l_buffer_read }, /* req.buf is req */
 	{ "write", l_buffer_write },
 	{ "fill", l_buffer_fill },
 	{ NULL, NULL },
 };
 
+/* Each function gets its type's metatable as upvalue 1 (is_ours). */
+static void set_closure(lua_State *L, int mt, lua_CFunction f, const char *name)
+{
+	lua_pushvalue(L, mt);
+	lua_pushcclosure(L, f, 1);
+	lua_setfield(L, mt, name);
+}
+
 void ublk_lua_open_request(lua_State *L)
 {
-	int buffer_mt;
-
-	luaL_newmetatable(L, UBLK_BUFFER_MT);
-	buffer_mt = lua_gettop(L);
-	lua_pushvalue(L, buffer_mt);
-	lua_pushcclosure(L, l_buffer_len, 1);
-	lua_setfield(L, buffer_mt, "__len");
-	lua_pushvalue(L, buffer_mt);
-	lua_pushcclosure(L, l_buffer_tostring, 1);
-	lua_setfield(L, buffer_mt, "__tostring");
-	luaL_newlibtable(L, buffer_methods);
-	lua_pushvalue(L, buffer_mt);
-	luaL_setfuncs(L, buffer_methods, 1);
-	lua_setfield(L, buffer_mt, "__index");
+	int mt;
 
 	luaL_newmetatable(L, UBLK_REQUEST_MT);
-	lua_pushvalue(L, buffer_mt);
-	lua_pushcclosure(L, l_request_tostring, 1);
-	lua_setfield(L, -2, "__tostring");
+	mt = lua_gettop(L);
+	set_closure(L, mt, l_request_tostring, "__tostring");
+	set_closure(L, mt, l_request_newindex, "__newindex");
+	set_closure(L, mt, l_buffer_len, "__len");
+	lua_pushvalue(L, mt);
 	luaL_newlibtable(L, request_methods);
-	lua_pushvalue(L, buffer_mt);
+	lua_pushvalue(L, mt);
 	luaL_setfuncs(L, request_methods, 1);
-	lua_pushvalue(L, buffer_mt);
-	lua_insert(L, -2);
-	lua_pushcclosure(L, l_request_index, 2); /* the handle's metatable, then the methods */
-	lua_setfield(L, -2, "__index");
-	lua_pop(L, 2);
+	lua_pushcclosure(L, l_request_index, 2); /* its metatable, the methods */
+	lua_setfield(L, mt, "__index");
+	lua_pushliteral(L, UBLK_REQUEST_MT);
+	lua_setfield(L, mt, "__metatable"); /* getmetatable(req) cannot reach __index (above) */
+	lua_pop(L, 1);
 }

@@ -3,9 +3,10 @@
 -- threads in batches. One scheduler per device; all of it runs on the Lua thread that owns the
 -- device, never on a queue thread.
 --
--- The request path is in C (dev:_run): a handler that returns without waiting costs one resume of
--- a pooled coroutine and no Lua code of ours. Handlers that wait come back here, to be woken by
--- the device's timer or a descriptor and resumed until they return.
+-- The request path is in C (dev:_run): a pooled coroutine (a runner) calls the handlers of a whole
+-- batch one after another, so a handler that returns without waiting costs a protected call and no
+-- Lua code of ours. A handler that waits keeps its runner; it comes back here, to be woken by the
+-- device's timer or a descriptor and resumed until it returns (the runner then answers it and ends).
 -- @module ublk.handler
 local core = require("ublk.core")
 
@@ -138,7 +139,7 @@ end
 function M.new(dev, handlers, log)
   local s = setmetatable({
     dev = dev, handlers = handlers, log = log,
-    fds = {}, pool = {}, timers = {}, runnable = {},
+    fds = {}, pool = {}, timers = {}, runnable = {}, -- pool: idle runners (coroutine, function pairs)
     waiting = {},   -- fd -> { {co, req, events, timer}, ... }
     watched = {},   -- fd -> events given to epoll
     armed = nil,    -- when the device's timer fires

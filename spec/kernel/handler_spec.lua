@@ -101,6 +101,10 @@ describe("Lua handlers on the real driver", function()
         raise = function() error("boom") end,
         table = function() return {} end,
         short = function(req) return "too short" end,
+        -- the same after a wait (the handler's runner is then its own)
+        late_raise = function() ublk.sleep(0.01); error("late boom") end,
+        late_enospc = function() ublk.sleep(0.01); return nil, "ENOSPC" end,
+        late_fraction = function() ublk.sleep(0.01); return 2.5 end,
         bytes = function(req) -- 512 bytes at a time: the kernel asks again for the rest
           seen[#seen + 1] = req.offset
           req.buf:fill(66, 0, 512)
@@ -146,13 +150,24 @@ describe("Lua handlers on the real driver", function()
       assert.are.equal(0, code, out)
       assert.matches("\n%s+B%s+B%s+B", out)
       assert.are.same({ 4096, 4608, 5120, 5632, 6144, 6656, 7168, 7680 }, { table.unpack(seen, 1, 8) })
+      code, out = read_as("late_raise", 12288)
+      assert.are_not.equal(0, code)
+      assert.matches("Input/output error", out)
+      assert.matches("^read handler failed at offset 12288, length 4096: answered EIO\n", log[4])
+      assert.matches("handler_spec.lua:%d+: late boom\nstack traceback:\n", log[4])
+      code, out = read_as("late_enospc")
+      assert.are_not.equal(0, code)
+      assert.matches("No space left on device", out)
+      code, out = read_as("late_fraction")
+      assert.are_not.equal(0, code)
+      assert.are.equal("read handler at offset 0, length 4096 returned 2.5, not a whole number of bytes: answered EIO", log[5])
       -- and after all that the device serves as before
       code, out = read_as(nil)
       assert.are.equal(0, code, out)
       assert.matches("\n%s+\\0%s+\\0", out)
       local st = dev:stats()
-      assert.is_true(st.lua.errors >= 5)
-      assert.are.equal(3, st.lua.failures) -- raised, a table, a short string; errnos are answers, not failures
+      assert.is_true(st.lua.errors >= 8)
+      assert.are.equal(5, st.lua.failures) -- raised (twice), a table, a short string, a fraction; errnos are answers
     end)
 
     it("logs a failing handler once with its traceback, counts the repeats, and keeps serving", function()
@@ -245,7 +260,10 @@ describe("Lua handlers on the real driver", function()
       assert.has_error(function() kept.req:done() end, "req:done: the request was already answered (read at offset 24576)")
       assert.is_true(kept.req:answered())
       assert.matches("^ublk.request %(read offset 24576 length 8192, queue 0 tag %d+, answered%)$", tostring(kept.req))
-      assert.matches("^ublk.buffer %(8192 bytes, gone%)$", tostring(kept.buf))
+      assert.are.equal(kept.req, kept.buf) -- the request is its own buffer: one object per request
+      assert.has_error(function() kept.req.offset = 0 end,
+        "req.offset: a request's fields cannot be set (keep what you need in a table keyed by req)")
+      assert.are.equal(24576, kept.req.offset) -- the fields outlive the answer (failure reports use them)
     end)
   end)
 
