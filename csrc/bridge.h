@@ -42,7 +42,7 @@ struct ublk_bridge {
 	struct ublk_remote_done *done;   /* q * depth + i: answers not yet sent */
 	int *nr_done;
 	uint64_t requests, batches, errors, passed; /* batches: takes that found requests */
-	uint64_t started;       /* handlers started (answers go back every 8) */
+	uint64_t started;       /* handlers started */
 };
 
 static inline struct bridge_slot *bridge_slot(struct ublk_bridge *b, int q_id, int tag)
