@@ -186,20 +186,19 @@ static struct ublk_bridge *check_bridge(lua_State *L)
  * request and the coroutine ends), and _run goes on with another runner.
  *
  * A runner's upvalues: the device, the handlers (by op number), on_error, the request metatable,
- * and the request it runs now (so that _run can tell on_yield which request yielded). Its stack:
+ * and the request it runs now (so that _run can tell on_yield which request yielded; a runner taken from the pool comes with its function, which holds them). Its stack:
  * 1 the message handler of its protected calls, 2 the request, then the handler's values.
  */
 enum { U_DEV = 1, U_HANDLERS, U_ON_ERROR, U_REQUEST_MT, U_CURRENT, NR_RUNNER_UPVALUES };
 enum { S_MSGH = 1, S_REQ };
 
-static char batch_done;
+static char batch_done; /* what a runner yields at the end of a batch: only its address matters */
 
 /* Answers go back at the end of a batch, and every this many requests of a longer one. Each send
  * that finds a queue's list empty is a write(2) on its door and a wake-up of its thread: sending
  * every 8 cost pass-through hooks a third of their IOPS at depth 32 (7.3, TCG), while most batches
  * are shorter than 32. */
 #define ANSWER_EVERY 32
- /* what a runner yields at the end of a batch: only its address matters */
 
 /* The message handler of a handler's protected call: the error and where it came from. */
 static int handler_traceback(lua_State *co)
