@@ -88,9 +88,10 @@ static inline struct ublk_bridge *request_bridge(const struct request_handle *v)
 {
 	return v->d->bridge;
 }
-/* What the n values from index first (a handler's return) answer: 0 with *result and *pass, or -1
- * with a message pushed (the caller answers EIO). */
-int ublk_request_result(lua_State *L, struct request_handle *r, int first, int n, int *result, int *pass);
+/* Answer v with what the n values from index first (a handler's return) mean (README "What a
+ * handler returns"): 0, or -1 when they mean nothing, with EIO answered and a message pushed. Never
+ * raises. */
+int ublk_request_answer(lua_State *L, struct request_handle *v, int first, int n);
 const char *ublk_op_name(unsigned op);
 void ublk_lua_open_request(lua_State *L);
 

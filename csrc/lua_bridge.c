@@ -21,6 +21,12 @@
 #define EV_TIMER (2ULL << 32)
 #define EV_FD (3ULL << 32)
 
+/* While a dispatch runs, a queue's answers go back at its end (_flush), or once this many wait:
+ * each send that finds the queue's list empty is a write(2) on its door and a wake-up of its
+ * thread; sending every 8 cost pass-through hooks a third of their IOPS at depth 32 (7.3, TCG),
+ * and most batches are shorter than 32. */
+#define ANSWER_EVERY 32
+
 static void flush_queue(struct ublk_bridge *b, int q)
 {
 	if (!b->nr_done[q])
@@ -44,7 +50,7 @@ void ublk_bridge_answer(struct ublk_bridge *b, int q_id, int tag, int result, in
 		b->passed++;
 	else if (result < 0)
 		b->errors++;
-	if (!b->batching)
+	if (!b->batching || b->nr_done[q_id] >= ANSWER_EVERY)
 		flush_queue(b, q_id);
 }
 
@@ -194,11 +200,6 @@ enum { S_MSGH = 1, S_REQ };
 
 static char batch_done; /* what a runner yields at the end of a batch: only its address matters */
 
-/* Answers go back at the end of a batch, and every this many requests of a longer one. Each send
- * that finds a queue's list empty is a write(2) on its door and a wake-up of its thread: sending
- * every 8 cost pass-through hooks a third of their IOPS at depth 32 (7.3, TCG), while most batches
- * are shorter than 32. */
-#define ANSWER_EVERY 32
 
 /* The message handler of a handler's protected call: the error and where it came from. */
 static int handler_traceback(lua_State *co)
@@ -230,24 +231,16 @@ static void report(lua_State *co, int msg, int raised)
  * answered or deferred meanwhile. */
 static void finish(lua_State *co, struct request_handle *v, int status)
 {
-	struct ublk_bridge *b = request_bridge(v);
-	int live = bridge_live(b, v->q_id, v->tag, v->gen);
-	int result, pass;
+	int live = bridge_live(request_bridge(v), v->q_id, v->tag, v->gen);
 
+	lua_checkstack(co, 6); /* report's values, above however many the handler returned */
 	if (status != LUA_OK) {
 		if (live)
-			ublk_bridge_answer(b, v->q_id, v->tag, -EIO, 0);
+			ublk_bridge_answer(request_bridge(v), v->q_id, v->tag, -EIO, 0);
 		report(co, lua_gettop(co), 1);
-		return;
+	} else if (live && !v->deferred && ublk_request_answer(co, v, S_REQ + 1, lua_gettop(co) - S_REQ) < 0) {
+		report(co, lua_gettop(co), 0);
 	}
-	if (!live || v->deferred)
-		return;
-	if (ublk_request_result(co, v, S_REQ + 1, lua_gettop(co) - S_REQ, &result, &pass) == 0) {
-		ublk_bridge_answer(b, v->q_id, v->tag, result, pass);
-		return;
-	}
-	ublk_bridge_answer(b, v->q_id, v->tag, -EIO, 0);
-	report(co, lua_gettop(co), 0);
 }
 
 /* A handler that yielded has ended (returned, or raised after a yield). */
@@ -295,9 +288,6 @@ static int runner_next(lua_State *co)
 		b->started++;
 		status = lua_pcallk(co, 1, LUA_MULTRET, S_MSGH, 0, handler_k);
 		finish(co, v, status);
-		b = d->bridge;
-		if (b && b->started % ANSWER_EVERY == 0)
-			flush_all(b); /* a long batch: the queue threads work on these while we run the rest */
 	}
 }
 
@@ -308,6 +298,17 @@ static int runner_main(lua_State *co)
 	return runner_next(co);
 }
 
+/* on_error(req, the error on top, true), for what failed outside a handler; the error is popped. */
+static void tell_error(lua_State *L, int on_error, int req)
+{
+	lua_pushvalue(L, on_error);
+	lua_pushvalue(L, req);
+	lua_rotate(L, -3, 2); /* on_error, req, error */
+	lua_pushboolean(L, 1);
+	if (lua_pcall(L, 3, 0, 0) != LUA_OK)
+		lua_pop(L, 1);
+}
+
 /**
  * dev:_run(handlers, pool, workers, on_yield, on_error) -> n
  * Takes the requests the queue threads handed over and runs each one's handler (handlers[op], by
@@ -316,9 +317,8 @@ static int runner_main(lua_State *co)
  * yields is given to on_yield(co, req, yielded...) (at most 4 values); one that raises is answered
  * EIO and its traceback given to on_error(req, traceback, true); values that mean nothing are
  * answered EIO and what is wrong with them given to on_error(req, message, false). An op the table
- * lacks is answered EOPNOTSUPP. Answers go back to the queues at the end (_flush), and every
- * ANSWER_EVERY requests of a long batch. Returns how many
- * handlers it started.
+ * lacks is answered EOPNOTSUPP. Answers go back to the queues at the end of the dispatch (_flush),
+ * or once ANSWER_EVERY wait for a queue. Returns how many handlers it started.
  *
  * Re-entrant and safe against errors: every request is marked held when taken and the batch's
  * position moves before its handler runs, so a handler that dispatches again, a stop in the middle
@@ -327,7 +327,7 @@ static int runner_main(lua_State *co)
  */
 static int l_run(lua_State *L)
 {
-	enum { DEV = 1, HANDLERS, POOL, WORKERS, ON_YIELD, ON_ERROR, TOP = ON_ERROR };
+	enum { DEV = 1, HANDLERS, POOL, WORKERS, ON_YIELD, ON_ERROR, TOP = ON_ERROR, REQ = TOP + 3 };
 	struct device_handle *d = luaL_checkudata(L, DEV, UBLK_DEVICE_MT);
 	struct ublk_bridge *b = check_bridge(L);
 	uint64_t started = b->started;
@@ -356,7 +356,7 @@ static int l_run(lua_State *L)
 	}
 	while ((b = d->bridge) && b->srv && b->pos < b->n) {
 		lua_Integer pooled = (lua_Integer)lua_rawlen(L, POOL);
-		int co_i = TOP + 1, fn_i = TOP + 2, status, nres = 0;
+		int co_i = TOP + 1, fn_i = TOP + 2, status, nres = 0; /* and REQ, once a runner stops short */
 		lua_State *co;
 
 		if (pooled >= 2) {
@@ -400,28 +400,22 @@ static int l_run(lua_State *L)
 			}
 			lua_pushvalue(L, ON_YIELD);
 			lua_pushvalue(L, co_i);
-			lua_pushvalue(L, -3);
+			lua_pushvalue(L, REQ);
 			lua_xmove(co, L, nres);
 			if (lua_pcall(L, 2 + nres, 0, 0) != LUA_OK) {
-				lua_pop(L, 1);
 				if (v && bridge_live(request_bridge(v), v->q_id, v->tag, v->gen))
 					ublk_bridge_answer(request_bridge(v), v->q_id, v->tag, -EIO, 0); /* nobody will resume it */
+				tell_error(L, ON_ERROR, REQ);
 			}
 		} else if (status != LUA_OK && (b = d->bridge) && b->pos > 0) {
 			/* the runner's own code failed (out of memory), before or after a handler: the
-			 * request it took last fails, if still held; the error goes to on_error */
+			 * request it took last fails, if still held */
 			const struct ublk_handoff_req *h = &b->taken[b->pos - 1];
 
 			if (bridge_slot(b, h->q_id, h->tag)->held)
 				ublk_bridge_answer(b, h->q_id, h->tag, -EIO, 0);
-			if (lua_touserdata(L, -1)) {
-				lua_pushvalue(L, ON_ERROR);
-				lua_pushvalue(L, -2);
-				lua_xmove(co, L, 1);
-				lua_pushboolean(L, 1);
-				if (lua_pcall(L, 3, 0, 0) != LUA_OK)
-					lua_pop(L, 1);
-			}
+			lua_xmove(co, L, 1);
+			tell_error(L, ON_ERROR, REQ);
 		}
 		lua_settop(L, TOP);
 	}

@@ -95,9 +95,9 @@ static struct request_handle *check_request(lua_State *L, const char *what)
  * failure. Returns 0 with *result and *pass set, or pushes a message saying what is wrong with the
  * values (the request then fails with EIO). Never raises: no metamethod is called.
  */
-int ublk_request_result(lua_State *L, struct request_handle *r, int first, int n, int *result, int *pass)
+static int request_result(lua_State *L, struct request_handle *r, int first, int n, int *result, int *pass)
 {
-	int success = (r->op == UBLK_IO_OP_READ || r->op == UBLK_IO_OP_WRITE) ? (int)r->length : 0;
+	int success = (int)r->length; /* 0 for ops without data */
 	int t = n > 0 ? lua_type(L, first) : LUA_TNONE;
 
 	*pass = 0;
@@ -178,44 +178,39 @@ int ublk_request_result(lua_State *L, struct request_handle *r, int first, int n
 	return -1;
 }
 
-/** req:done(...) -- answer the request now, with what a handler would return. Raises if already answered. */
-static int l_request_done(lua_State *L)
+int ublk_request_answer(lua_State *L, struct request_handle *v, int first, int n)
 {
-	struct request_handle *v = check_request(L, "req:done");
 	int result, pass;
 
-	if (!live(v))
-		return luaL_error(L, "req:done: the request was already answered (%s at offset %I)", ublk_op_name(v->op),
-				  (lua_Integer)v->offset);
-	if (ublk_request_result(L, v, 2, lua_gettop(L) - 1, &result, &pass) < 0) {
+	if (request_result(L, v, first, n, &result, &pass) < 0) {
 		ublk_bridge_answer(request_bridge(v), v->q_id, v->tag, -EIO, 0);
-		return luaL_error(L, "req:done: %s", lua_tostring(L, -1));
+		return -1;
 	}
 	ublk_bridge_answer(request_bridge(v), v->q_id, v->tag, result, pass);
 	return 0;
 }
 
-/**
- * req:_finish(ok, ...) -> nil | message
- * The scheduler's: the handler returned (ok) or raised (not ok: EIO). Nothing happens when the
- * request was answered or deferred meanwhile. A message says what was wrong with the values.
- */
-static int l_request_finish(lua_State *L)
+/** req:done(...) -- answer the request now, with what a handler would return. Raises if already answered. */
+static int l_request_done(lua_State *L)
 {
-	struct request_handle *v = check_request(L, "req:_finish");
-	int ok = lua_toboolean(L, 2), result, pass;
+	struct request_handle *v = check_request(L, "req:done");
 
-	if (!live(v) || (ok && v->deferred))
-		return 0;
-	if (!ok) {
+	if (!live(v))
+		return luaL_error(L, "req:done: the request was already answered (%s at offset %I)", ublk_op_name(v->op),
+				  (lua_Integer)v->offset);
+	if (ublk_request_answer(L, v, 2, lua_gettop(L) - 1) < 0)
+		return luaL_error(L, "req:done: %s", lua_tostring(L, -1));
+	return 0;
+}
+
+/** req:_fail(): the scheduler's, for a runner that failed after its handler waited: EIO, unless
+ * answered meanwhile (a handler's own return or error is answered by its runner, in C). */
+static int l_request_fail(lua_State *L)
+{
+	struct request_handle *v = check_request(L, "req:_fail");
+
+	if (live(v))
 		ublk_bridge_answer(request_bridge(v), v->q_id, v->tag, -EIO, 0);
-		return 0;
-	}
-	if (ublk_request_result(L, v, 3, lua_gettop(L) - 2, &result, &pass) < 0) {
-		ublk_bridge_answer(request_bridge(v), v->q_id, v->tag, -EIO, 0);
-		return 1;
-	}
-	ublk_bridge_answer(request_bridge(v), v->q_id, v->tag, result, pass);
 	return 0;
 }
 
@@ -245,10 +240,10 @@ static int l_request_answered(lua_State *L)
 static int l_request_index(lua_State *L)
 {
 	struct request_handle *v = lua_touserdata(L, 1); /* only Lua calls it: the metatable is hidden */
-	size_t len;
-	const char *k = lua_tolstring(L, 2, &len);
+	size_t len = 0;
+	const char *k = lua_type(L, 2) == LUA_TSTRING ? lua_tolstring(L, 2, &len) : NULL;
 
-	switch (k && lua_type(L, 2) == LUA_TSTRING ? len : 0) {
+	switch (len) {
 	case 2:
 		if (memcmp(k, "op", 2) == 0)
 			return lua_pushstring(L, ublk_op_name(v->op)), 1;
@@ -293,7 +288,7 @@ static int l_request_tostring(lua_State *L)
 	struct request_handle *v = check_request(L, "tostring(req)");
 
 	lua_pushfstring(L, "ublk.request (%s offset %I length %I, queue %d tag %d%s)", ublk_op_name(v->op),
-			(lua_Integer)v->offset, (lua_Integer)v->length, v->q_id, v->tag, live(v) ? "" : ", answered");
+			(lua_Integer)v->offset, (lua_Integer)v->span, v->q_id, v->tag, live(v) ? "" : ", answered");
 	return 1;
 }
 
@@ -384,7 +379,7 @@ static const luaL_Reg request_methods[] = {
 	{ "done", l_request_done },
 	{ "defer", l_request_defer },
 	{ "answered", l_request_answered },
-	{ "_finish", l_request_finish },
+	{ "_fail", l_request_fail },
 	{ "read", l_buffer_read }, /* req.buf is req */
 	{ "write", l_buffer_write },
 	{ "fill", l_buffer_fill },

@@ -25,11 +25,10 @@
 #include "server.h"
 
 /* Join the queue threads and free the data plane. Nothing may wait on Lua while the threads are
- * joined: what Lua holds is answered EIO first, and from then on the queue threads answer hooked
- * requests themselves. */
+ * joined: the caller has answered EIO for what Lua holds (ublk_bridge_abandon), and from then on
+ * the queue threads answer hooked requests themselves. */
 static void free_data_plane(struct device_handle *d)
 {
-	ublk_bridge_abandon(d->bridge);
 	ublk_server_free(d->srv);
 	d->srv = NULL;
 	ublk_bridge_detach(d->bridge);
@@ -182,8 +181,10 @@ static int l_stop_queues(lua_State *L)
 {
 	struct device_handle *d = luaL_checkudata(L, 1, UBLK_DEVICE_MT);
 
-	if (d->srv)
+	if (d->srv) {
+		ublk_bridge_abandon(d->bridge);
 		free_data_plane(d);
+	}
 	return 0;
 }
 

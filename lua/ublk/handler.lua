@@ -1,6 +1,6 @@
---- The Lua side of a device with a `handler` or `hooks`: runs each request's function in a
--- coroutine of its own, wakes the ones that sleep or wait for a descriptor, and answers the queue
--- threads in batches. One scheduler per device; all of it runs on the Lua thread that owns the
+--- The Lua side of a device with a `handler` or `hooks`: runs the requests' functions in pooled
+-- coroutines (runners), wakes the ones that sleep or wait for a descriptor, and answers the
+-- queue threads in batches. One scheduler per device; all of it runs on the Lua thread that owns the
 -- device, never on a queue thread.
 --
 -- The request path is in C (dev:_run): a pooled coroutine (a runner) calls the handlers of a whole
@@ -14,14 +14,13 @@ local M = {}
 
 --- The ops a handler table may name, by the kernel's op number.
 M.ops = { read = 0, write = 1, flush = 2, discard = 3, write_zeroes = 5 }
-M.op_names = { "read", "write", "flush", "discard", "write_zeroes" }
 
 local EPOLLIN, EPOLLOUT, EPOLLERR, EPOLLHUP = 1, 4, 8, 16
 
 -- what a handler's coroutine yields to its scheduler
 local SLEEP, WAIT = {}, {}
 
--- worker coroutine -> its scheduler: ublk.sleep and friends yield only from one of these
+-- runner coroutine -> true (weak keys): ublk.sleep and friends yield only from one of these
 local workers = setmetatable({}, { __mode = "k" })
 
 local yield, resume, status = coroutine.yield, coroutine.resume, coroutine.status
@@ -172,16 +171,13 @@ function Scheduler:file(co, req, what, a, b, c)
   end
 end
 
--- Resume a handler that waited; answer its request once it returns.
+-- Resume a handler that waited; its runner answers the request once the handler returns or raises.
 function Scheduler:step(co, req, ...)
   local ok, a, b, c, d = resume(co, ...)
-  if not ok then
-    req:_finish(false)
+  if not ok then -- the runner itself failed (out of memory); a handler's own end is answered in C
+    req:_fail()
     report(self, req, debug.traceback(co, tostring(a)), true)
-  elseif status(co) == "dead" then
-    local bad = req:_finish(true, a, b)
-    if bad then report(self, req, bad, false) end
-  else
+  elseif status(co) ~= "dead" then
     self:file(co, req, a, b, c, d)
   end
 end
@@ -304,6 +300,12 @@ end
 function Scheduler:alarm_on(fd)
   self.alarms[fd] = true
   return self.dev:_watch(fd, EPOLLIN)
+end
+
+--- Stop waking for the descriptors given to alarm_on.
+function Scheduler:alarms_off()
+  for fd in pairs(self.alarms) do self.dev:_watch(fd, 0) end
+  self.alarms = {}
 end
 
 return M
