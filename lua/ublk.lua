@@ -433,6 +433,7 @@ function Device:stop()
     if not res and e ~= core.errno.ENODEV then ok, msg, errno = nil, m, e end
   end
   self:_stop_queues() -- answers EIO for anything Lua still holds
+  if data.sched then data.sched.alarm = true end -- a run() dispatching it looks up what happened
   data.sched = nil
   if data.started then os.remove(record_path(id)) end
   data.started = false
@@ -460,12 +461,13 @@ function Device:run()
     assert(sched:alarm_on(assert(ended_fd)))
   end
   repeat
-    local what, signo = "work", nil
+    local what, signo
     if sched then
       sched.alarm = false
       sched:dispatch(-1)
-      -- a signal, the device's end, or a handler that stopped or deleted it: ask what happened
-      if sched.alarm or not self:_owned() or data.sched ~= sched then what, signo = self:_wait(0, catcher:fd()) end
+      -- a signal, the device's end, or a handler that stopped or deleted it (stop() raises the
+      -- alarm): only then ask what happened, not after every batch
+      if sched.alarm then what, signo = self:_wait(0, catcher:fd()) end
     else
       what, signo = self:_wait(-1, catcher:fd())
     end
@@ -474,12 +476,8 @@ function Device:run()
     elseif what == "ended" then
       reason = "stopped"
     end
-  until reason or not self:_owned()
-  if sched then -- the stop's own dispatches must not wake for these again (a second Ctrl-C)
-    sched.alarms = {}
-    self:_watch(catcher:fd(), 0)
-    self:_watch(ended_fd, 0)
-  end
+  until reason or (not sched or sched.alarm) and not self:_owned()
+  if sched then sched:alarms_off() end -- the stop's own dispatches must not wake for these (a second Ctrl-C)
   local ok, msg, errno = self:delete()
   if not ok then return nil, msg, errno end
   return true, reason or "stopped", id
