@@ -2,20 +2,12 @@
 -- or hooks: a blocking os.execute would leave its requests unanswered) and for the examples, which
 -- serve in a process of their own.
 local core = require("ublk.core")
+local run = require("support.run")
 
 local M = {}
 local TMP = os.getenv("TMPDIR") or "/tmp"
 local count = 0
-
-local function slurp(path)
-  local f = io.open(path)
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
-
-local function quote(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
+local slurp, quote = run.slurp, run.quote
 
 local Job = {}
 Job.__index = Job
@@ -26,11 +18,7 @@ Job.__index = Job
 function M.start(cmd, ours)
   count = count + 1
   local base = ("%s/job-%s-%d"):format(TMP, core.getpid(), count)
-  local env = "env -u LD_PRELOAD -u ASAN_OPTIONS -u LSAN_OPTIONS -u UBSAN_OPTIONS"
-  if ours then
-    local cpath = os.getenv("UBLK_SPEC_CPATH")
-    env = "env LUA_PATH='lua/?.lua;lua/?/init.lua;;'" .. (cpath and (" LUA_CPATH='%s;;'"):format(cpath) or "")
-  end
+  local env = ours and "env LUA_PATH='lua/?.lua;lua/?/init.lua;;' " .. run.cpath_env() or run.PLAIN_ENV
   local script = ("(%s) </dev/null >%s.out 2>%s.err; echo $? >%s.rc.tmp; mv %s.rc.tmp %s.rc"):format(
     cmd, base, base, base, base, base)
   assert(os.execute(("%s setsid sh -c %s >/dev/null 2>&1 & echo $! >%s.pid"):format(env, quote(script), base)))
