@@ -113,6 +113,9 @@ local function si(x)
   return ("%.1f"):format(x)
 end
 
+-- the JSON key of a result's second ratio: vs_nbdkit, vs_null_blk
+local function also_key(res) return "vs_" .. res.also:gsub("%W", "_") end
+
 local function median(xs)
   local t = {}
   for _, x in ipairs(xs) do if x then t[#t + 1] = x end end
@@ -253,7 +256,7 @@ for _, cname in ipairs(case_names) do
     local v = value(res.device)
     if v and res.peer and value(res.peer) then res.vs_peer = v / value(res.peer) end
     -- vs_nbdkit for the C targets (as before), vs_null_blk for lua-ram
-    if v and res.also and value(res.also) then res["vs_" .. res.also:gsub("%W", "_")] = v / value(res.also) end
+    if v and res.also and value(res.also) then res[also_key(res)] = v / value(res.also) end
   end
   cases_json[#cases_json + 1] = { name = c.name, label = c.label, rw = c.rw, bs = c.bs, iodepth = c.iodepth,
                                   metric = c.metric, results = results }
@@ -287,7 +290,7 @@ for _, cj in ipairs(cases_json) do
       m and ("%.1f"):format(m.clat_mean_us) or "-", m and ("%.1f"):format(m.clat_p50_us) or "-",
       m and m.clat_p99_us and ("%.0f"):format(m.clat_p99_us) or "-",
       res.spread and ("%.0f%%"):format(res.spread * 100) or "-",
-      fmt_ratio(res.vs_peer, res.peer), fmt_ratio(res.also and res["vs_" .. res.also:gsub("%W", "_")], res.also)))
+      fmt_ratio(res.vs_peer, res.peer), fmt_ratio(res.also and res[also_key(res)], res.also)))
   end
 end
 -- The Lua servers: their memory, and how they ended (SIGTERM, exit, device deleted).
@@ -305,10 +308,10 @@ for _, aim in ipairs(AIMS) do
     if cj.iodepth == aim.iodepth and (not aim.rw or cj.rw == aim.rw) and cj.metric == "iops" then
       for _, res in ipairs(cj.results) do
         if res.device == aim.device and res.peer == aim.peer and res.vs_peer then
-          lines[#lines + 1] = ("%s %.2fx"):format(cj.label, res.vs_peer)
+          local met = res.vs_peer >= aim.at_least
+          lines[#lines + 1] = ("%s %.2fx (%s)"):format(cj.label, res.vs_peer, met and "met" or "not met")
           aims_json[#aims_json + 1] = { aim = aim.text, case = cj.name, device = aim.device, peer = aim.peer,
-                                        ratio = res.vs_peer, at_least = aim.at_least, met = res.vs_peer >= aim.at_least }
-          lines[#lines] = lines[#lines] .. (res.vs_peer >= aim.at_least and " (met)" or " (not met)")
+                                        ratio = res.vs_peer, at_least = aim.at_least, met = met }
         end
       end
     end
