@@ -11,7 +11,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#define CTRL_RING_DEPTH 8 /* nested commands (ctrl.h) */
 
 int ublk_ctrl_open(struct ublk_ctrl **out, const char *path)
 {
@@ -26,7 +25,7 @@ int ublk_ctrl_open(struct ublk_ctrl **out, const char *path)
 		ret = -errno;
 		goto fail_free;
 	}
-	ret = io_uring_queue_init(CTRL_RING_DEPTH, &c->ring, IORING_SETUP_SQE128 | IORING_SETUP_CQE32);
+	ret = io_uring_queue_init(UBLK_CTRL_DEPTH, &c->ring, IORING_SETUP_SQE128 | IORING_SETUP_CQE32);
 	if (ret < 0)
 		goto fail_close;
 	c->refs = 1;
@@ -46,7 +45,6 @@ void ublk_ctrl_unref(struct ublk_ctrl *c)
 		return;
 	io_uring_queue_exit(&c->ring);
 	close(c->fd);
-	free(c->stash);
 	free(c);
 }
 
@@ -64,21 +62,27 @@ void ublk_ctrl_prep(unsigned char image[128], int fd, __u32 cmd_op, const struct
 
 int ublk_ctrl_submit(struct ublk_ctrl *c, const unsigned char image[128], __u64 *tag)
 {
-	struct io_uring_sqe *sqe = io_uring_get_sqe(&c->ring);
+	struct io_uring_sqe *sqe;
 	int ret;
 
+	if (c->inflight + c->nstash >= UBLK_CTRL_DEPTH)
+		return -EBUSY; /* more nested commands than we keep answers for */
+	sqe = io_uring_get_sqe(&c->ring);
 	if (!sqe)
-		return -EBUSY; /* more nested commands than the ring holds */
+		return -EBUSY;
 	memcpy(sqe, image, 128);
 	*tag = ++c->last_tag;
 	io_uring_sqe_set_data64(sqe, *tag);
 	ret = io_uring_submit(&c->ring);
-	return ret < 0 ? ret : 0;
+	if (ret < 0)
+		return ret;
+	c->inflight++;
+	return 0;
 }
 
 static int unstash(struct ublk_ctrl *c, __u64 tag, int *res)
 {
-	size_t i;
+	unsigned i;
 
 	for (i = 0; i < c->nstash; i++) {
 		if (c->stash[i].tag == tag) {
@@ -105,21 +109,15 @@ int ublk_ctrl_reap(struct ublk_ctrl *c, __u64 tag, int wait, int *res)
 			return 0;
 		if (ret < 0)
 			return ret;
+		if (c->inflight)
+			c->inflight--;
 		if (cqe->user_data == tag) {
 			*res = cqe->res;
 			io_uring_cqe_seen(&c->ring, cqe);
 			return 1;
 		}
-		/* an answer for a command this one nests in (or that nests in it): keep it for that one */
-		if (c->nstash == c->stash_cap) {
-			size_t cap = c->stash_cap ? 2 * c->stash_cap : 4;
-			struct ublk_ctrl_answer *grown = realloc(c->stash, cap * sizeof(*grown));
-
-			if (!grown)
-				return -ENOMEM; /* the CQE stays: reaped again by the next wait */
-			c->stash = grown;
-			c->stash_cap = cap;
-		}
+		/* an answer for a command this one nests in (or that nests in it): keep it for that one;
+		 * there is room, since submit counts the stash with the commands out */
 		c->stash[c->nstash].tag = cqe->user_data;
 		c->stash[c->nstash++].res = cqe->res;
 		io_uring_cqe_seen(&c->ring, cqe);

@@ -12,14 +12,20 @@ struct ublk_ctrl_answer {
 	int res;
 };
 
+/* Commands in the kernel or answered but not yet reaped by their sender, at most: nested commands are
+ * few (a handler or the collector sending one while another waits), and the bound keeps the stash
+ * of answers for others a fixed array, so reaping never allocates while a command is out. */
+#define UBLK_CTRL_DEPTH 8
+
 struct ublk_ctrl {
 	int fd;
 	int refs;   /* the Lua handle and every device opened through it */
 	int legacy; /* the kernel lacks UBLK_F_CMD_IOCTL_ENCODE: send the legacy opcodes */
 	struct io_uring ring;
 	__u64 last_tag;  /* each command's user_data: commands may nest (below) */
-	size_t nstash, stash_cap;
-	struct ublk_ctrl_answer *stash;
+	unsigned inflight; /* submitted, answer not reaped yet */
+	unsigned nstash;   /* reaped for a command still waiting: inflight + nstash <= UBLK_CTRL_DEPTH */
+	struct ublk_ctrl_answer stash[UBLK_CTRL_DEPTH];
 };
 
 int ublk_ctrl_open(struct ublk_ctrl **out, const char *path); /* 0 or -errno */
@@ -36,7 +42,7 @@ int ublk_ctrl_run(struct ublk_ctrl *c, const unsigned char sqe[128], int *from_r
 
 /* The two halves of ublk_ctrl_run, for a caller with other work while the kernel works (the Lua
  * thread serving its own device's requests during START_DEV and STOP_DEV): submit (0 or -errno of
- * the ring; *tag names the command), then reap: 1 with *res set, 0 when not there yet (wait = 0),
+ * the ring, or -EBUSY with UBLK_CTRL_DEPTH commands out; *tag names the command), then reap: 1 with *res set, 0 when not there yet (wait = 0),
  * or -errno of the ring. The ring's fd polls readable once an answer is there.
  * Commands may nest: while one waits, a handler (or the collector) may send another on the same
  * ring. Each reaps its own answer by tag; one for the other is kept for it. */
