@@ -2,7 +2,7 @@
 local targets = require("ublk.targets")
 local run = require("support.run")
 
-local TMP = os.getenv("TMPDIR") or "/tmp"
+local TMP = run.TMP
 
 describe("target options", function()
   it("passes a device without a target through untouched", function()

@@ -5,10 +5,11 @@
 local kernel = require("support.kernel")
 local job = require("support.job")
 local disk = require("support.disk")
+local run = require("support.run")
 kernel.require_driver()
 local ublk = require("ublk")
 
-local TMP = os.getenv("TMPDIR") or "/tmp"
+local TMP = run.TMP
 local sh = disk.sh
 
 -- Start `lua5.4 examples/ARGS` with this checkout's module; returns the job, device id and path
@@ -92,7 +93,7 @@ describe("examples", function()
     local img = TMP .. "/faulty.img"
     sh("dd if=/dev/urandom of=" .. img .. " bs=1M count=64 2>/dev/null")
     local j, id, path = start("faulty.lua " .. img .. " fail_writes=16M+1M delay_reads=32M+1M delay=0.3")
-    local code, _, err = require("support.run").plain(
+    local code, _, err = run.plain(
       ("dd if=/dev/zero of=%s bs=4k count=1 seek=%d oflag=direct"):format(path, 16 * 256 + 1))
     assert.are_not.equal(0, code)
     assert.matches("Input/output error", err)

@@ -8,12 +8,13 @@
 local kernel = require("support.kernel")
 local job = require("support.job")
 local disk = require("support.disk")
+local run = require("support.run")
 kernel.require_driver()
 local ublk = require("ublk")
 local uv = require("luv") -- loaded before the fd count below: its loop keeps descriptors
 local core = ublk.core
 
-local TMP = os.getenv("TMPDIR") or "/tmp"
+local TMP = run.TMP
 
 -- A shell command that is not ours, run while this thread serves dev: status, stdout, stderr.
 local function serving(dev, cmd, timeout)
@@ -24,9 +25,7 @@ local function serving(dev, cmd, timeout)
 end
 
 local function ok_serving(dev, cmd, timeout)
-  local code, out, err = serving(dev, cmd, timeout)
-  assert(code == 0, ("`%s` failed (%d):\n%s%s"):format(cmd, code, out, err))
-  return out
+  return disk.succeeded(cmd, serving(dev, cmd, timeout))
 end
 
 local sh = disk.sh

@@ -7,7 +7,7 @@ local disk = require("support.disk")
 kernel.require_driver()
 local ublk = require("ublk")
 
-local TMP = os.getenv("TMPDIR") or "/tmp"
+local TMP = run.TMP
 
 local sh = disk.sh
 

@@ -4,11 +4,16 @@ local run = require("support.run")
 
 local M = {}
 
---- A shell command that is not ours (fio, mkfs, dd): must succeed; returns stdout.
-function M.sh(cmd)
-  local code, out, err = run.plain(cmd)
+--- What a command run by run.plain or job.lua gave: must have succeeded (a message with its output
+-- otherwise); returns stdout.
+function M.succeeded(cmd, code, out, err)
   assert(code == 0, ("`%s` failed (%d):\n%s%s"):format(cmd, code, out, err))
   return out
+end
+
+--- A shell command that is not ours (fio, mkfs, dd): must succeed; returns stdout.
+function M.sh(cmd)
+  return M.succeeded(cmd, run.plain(cmd))
 end
 
 --- The fio command that writes, reads back and checks every block (crc32c), failing on any

@@ -5,7 +5,7 @@ local core = require("ublk.core")
 local run = require("support.run")
 
 local M = {}
-local TMP = os.getenv("TMPDIR") or "/tmp"
+local TMP = run.TMP
 local count = 0
 local slurp, quote = run.slurp, run.quote
 

@@ -4,6 +4,9 @@ local M = {}
 --- The environment of a command that is not ours: without the sanitizer runtime the specs preload.
 M.PLAIN_ENV = "env -u LD_PRELOAD -u ASAN_OPTIONS -u LSAN_OPTIONS -u UBSAN_OPTIONS"
 
+--- Where specs put their scratch files.
+M.TMP = os.getenv("TMPDIR") or "/tmp"
+
 --- A file's contents, or nil when it cannot be read.
 function M.slurp(path)
   local f = io.open(path)
