@@ -10,10 +10,10 @@
 -- @module ublk
 local core = require("ublk.core")
 local params = require("ublk.params")
-local errors = require("ublk.errors")
 local decode = require("ublk.decode")
 local targets = require("ublk.targets")
 local handler = require("ublk.handler")
+local control = require("ublk.control")
 
 local M = {
   version = "0.1.0",
@@ -21,128 +21,20 @@ local M = {
   core = core,
 }
 
-local state = {
-  control = nil,   -- the shared control handle, opened on first use
-  legacy = false,  -- send legacy opcodes (the kernel lacks CMD_IOCTL_ENCODE)
-  features = nil,  -- GET_FEATURES mask, once known
-  trace = false,
-  trace_out = io.stderr,
-}
+local state = control.state
+local command = control.command
 
 --- Print every control command, decoded, to stderr before and after the kernel sees it.
+-- @function trace
 -- @tparam boolean on
 -- @param[opt] out a file to write to instead of io.stderr
-function M.trace(on, out)
-  state.trace = on and true or false
-  state.trace_out = out or io.stderr
-end
-
-local function trace_line(fmt, ...)
-  state.trace_out:write("ublk: ", fmt:format(...), "\n")
-  state.trace_out:flush()
-end
-
--- the struct each command's buffer holds, for the trace
-local buffer_kind = { ADD_DEV = "dev_info", GET_DEV_INFO = "dev_info", GET_DEV_INFO2 = "dev_info",
-  SET_PARAMS = "params", GET_PARAMS = "params" }
-
-local function explain_open(path, msg, errno)
-  local E = core.errno
-  if errno == E.ENOENT then
-    local loaded = io.open("/sys/module/ublk_drv")
-    if loaded then loaded:close() end
-    return ("%s is missing: %s"):format(path, loaded
-      and "ublk_drv is loaded but the node was not created (is devtmpfs or udev running?)"
-      or "the ublk_drv module is not loaded (modprobe ublk_drv; the kernel needs CONFIG_BLK_DEV_UBLK)")
-  elseif errno == E.EACCES or errno == E.EPERM then
-    return ("%s: permission denied: run as root, or give this user access to the node with a udev rule (unprivileged ublk)"):format(path)
-  end
-  return msg
-end
-
---- The shared control handle, opened on first use.
--- @return control, or nil, message, errno
-local function control()
-  if state.control then return state.control end
-  local path = os.getenv("UBLK_CONTROL") or "/dev/ublk-control"
-  local c, msg, errno = core.open_control(path)
-  if not c then return nil, explain_open(path, msg, errno), errno end
-  state.control = c
-  -- Negotiate the opcode style: GET_FEATURES exists only ioctl-encoded and says whether the
-  -- kernel takes ioctl-encoded commands at all (UBLK_F_CMD_IOCTL_ENCODE).
-  local res, out = c:command(core.commands.GET_FEATURES.ioctl, 0xffffffff, 0xffff, 0, nil, 8)
-  if res == 0 then
-    state.features = string.unpack("<I8", out)
-    state.legacy = state.features & (1 << 6) == 0
-  else
-    state.features, state.legacy = nil, true
-  end
-  c:set_legacy(state.legacy)
-  if state.trace then
-    trace_line("control: %s%s", path, state.legacy
-      and " (GET_FEATURES refused: this kernel lacks CMD_IOCTL_ENCODE; sending legacy opcodes)"
-      or (" (features 0x%x; sending ioctl-encoded opcodes)"):format(state.features))
-  end
-  return c
-end
-
---- Send one control command. `a` = { dev_id, queue_id, data, buf, len, dev_path, context }.
--- @return res (>= 0), out | nil, message, errno
-local function command(name, a)
-  local c, msg, errno = control()
-  if not c then return nil, msg, errno end
-  local cmd = core.commands[name]
-  local op = cmd.ioctl
-  if state.legacy then
-    if not cmd.has_legacy then
-      return nil, ("%s: the running kernel has only legacy ublk opcodes and %s has none"):format(name, name), core.errno.EOPNOTSUPP
-    end
-    op = cmd.nr
-  end
-  local dev_id, queue_id = a.dev_id or 0xffffffff, a.queue_id or 0xffff
-  local tracer
-  if state.trace then
-    tracer = function(sqe, buf)
-      local s = decode.sqe(sqe)
-      local h = s.ctrl_cmd.values
-      trace_line("-> %s (%s %s) dev_id=%s queue_id=%s len=%d addr=0x%x data=0x%x dev_path_len=%d",
-        name, state.legacy and "legacy" or "ioctl", ("0x%x"):format(op), h.dev_id == 0xffffffff and "-1" or h.dev_id,
-        h.queue_id == 0xffff and "-1" or h.queue_id, h.len, h.addr, h.data, h.dev_path_len)
-      local kind = buffer_kind[name]
-      if kind and (name == "ADD_DEV" or name == "SET_PARAMS") and buf then
-        local t = decode.decode(kind, buf:sub(h.dev_path_len + 1))
-        if t then trace_line("   %s", decode.format(t, "   "):gsub("^%s+", "")) end
-      end
-    end
-  end
-  local res, out, sqe = c:command(op, dev_id, queue_id, a.data or 0, a.buf, a.len, tracer, a.dev_path, a.idle)
-  if res == nil then return nil, out, sqe end -- the ring itself failed
-  if state.trace then
-    if res < 0 then
-      trace_line("<- %s = %d (-%s)", name, res, errors.name(-res))
-    else
-      trace_line("<- %s = %d", name, res)
-      local kind = buffer_kind[name]
-      if kind and out and name ~= "SET_PARAMS" then
-        local t = decode.decode(kind, out)
-        if t then trace_line("   %s", decode.format(t, "   "):gsub("^%s+", "")) end
-      end
-    end
-  end
-  if res < 0 then
-    local ctx = a.context or {}
-    ctx.command, ctx.dev_id = name, dev_id
-    ctx.header = ctx.header or { dev_id = dev_id, queue_id = queue_id, len = a.len or (a.buf and #a.buf) or 0, data = a.data or 0 }
-    return nil, errors.explain(ctx, -res), -res
-  end
-  return res, out
-end
+M.trace = control.trace
 M._command = command
 
 --- The kernel's ublk features (GET_FEATURES).
 -- @return { mask = n, names = {...}, ioctl_encode = bool, legacy_opcodes = bool } | nil, msg, errno
 function M.features()
-  local c, msg, errno = control()
+  local c, msg, errno = control.get()
   if not c then return nil, msg, errno end
   if not state.features then
     return nil, "GET_FEATURES failed: this kernel's ublk driver predates it (Linux < 6.5): features cannot be listed", core.errno.EOPNOTSUPP
@@ -224,7 +116,7 @@ end
 -- @tparam table opts
 -- @return device | nil, message, errno
 function M.new(opts)
-  local c, msg, errno = control()
+  local c, msg, errno = control.get()
   local devopts, tgt, terrno = targets.prepare(opts) -- misuse raises, whatever the kernel
   if not devopts then return nil, tgt, terrno end
   local o = params.check(devopts, state.features)
@@ -377,7 +269,7 @@ function Device:start()
   end
   local ok, msg, errno = self:_serve(cfg)
   if not ok then
-    return nil, ("device %d (%s target): %s"):format(id, tgt.target, explain_open(data.char_path, msg, errno)), errno
+    return nil, ("device %d (%s target): %s"):format(id, tgt.target, control.explain_open(data.char_path, msg, errno)), errno
   end
   if lua_ops then
     data.sched = handler.new(self, by_op, tgt.log or function(line)
@@ -560,7 +452,7 @@ Device.close = Device.delete
 --- Every ublk device on the system, decoded like dev:info().
 -- @return { info, ... } | nil, msg, errno
 function M.list()
-  local c, msg, errno = control()
+  local c, msg, errno = control.get()
   if not c then return nil, msg, errno end
   local ids = {}
   local p = io.popen("ls /sys/class/ublk-char 2>/dev/null")
@@ -586,7 +478,7 @@ end
 -- killed after `wait` seconds (default 10); then DEL_DEV_ASYNC (DEL_DEV with legacy opcodes).
 function M.delete(id, wait)
   if math.type(id) ~= "integer" or id < 0 then error("ublk.delete: id must be a device number", 2) end
-  local c, msg, errno = control()
+  local c, msg, errno = control.get()
   if not c then return nil, msg, errno end
   local function gone(seconds)
     return wait_until(seconds, function() return not opens("/sys/class/ublk-char/ublkc" .. id) end)
@@ -643,13 +535,7 @@ end
 
 --- Send legacy opcodes (true) or ioctl-encoded ones (false), whatever the kernel announced: for the
 -- specs, which prove both paths on kernels that take both.
-function M._set_legacy(on)
-  local c, msg, errno = control()
-  if not c then return nil, msg, errno end
-  state.legacy = on and true or false
-  c:set_legacy(state.legacy)
-  return true
-end
+M._set_legacy = control.set_legacy
 
 --- Internal state, for the doctor and the specs.
 function M._state() return state end

@@ -33,6 +33,7 @@ build = {
     },
     ublk = "lua/ublk.lua",
     ["ublk.params"] = "lua/ublk/params.lua",
+    ["ublk.control"] = "lua/ublk/control.lua",
     ["ublk.errors"] = "lua/ublk/errors.lua",
     ["ublk.decode"] = "lua/ublk/decode.lua",
     ["ublk.doctor"] = "lua/ublk/doctor.lua",
