@@ -112,7 +112,8 @@ function M.check(opts)
 end
 
 --- Create a device (ADD_DEV, then SET_PARAMS). See the README for every option. With a `target`
--- ('null', 'ram', 'file') the device can then be served: `dev:start()`, `dev:run()`.
+-- ('null', 'ram', 'file', optionally with `hooks`) or a `handler` table (a device written in Lua) it
+-- can then be served: `dev:start()`, `dev:run()`.
 -- @tparam table opts
 -- @return device | nil, message, errno
 function M.new(opts)
@@ -334,7 +335,8 @@ end
 
 --- Serve until `dev:stop()`, `ublk del`, SIGINT or SIGTERM; then stop and delete the device.
 -- Starts the device first when `dev:start()` was not called.
--- @return true, reason ("signal SIGINT", "signal SIGTERM", "stopped") | nil, msg, errno
+-- @return true, reason ("signal SIGINT", "signal SIGTERM", "stopped"), id (of the device, now deleted)
+--   | nil, msg, errno
 function Device:run()
   local id, data = owned(self)
   if not data.started then
@@ -376,7 +378,8 @@ function Device:run()
 end
 
 --- Counters of the data plane: { queues = { {requests, wakeups, submits, errors, cmd_error}, ... },
--- memory } (memory: bytes the ram target holds), or nil when not served.
+-- memory, lua } (memory: bytes the ram target holds; lua, for handlers and hooks: { requests, batches,
+-- errors, failures, passed, held }), or nil when not served.
 function Device:stats()
   local _, data = owned(self)
   local st = self:_stats()
@@ -475,7 +478,8 @@ function M.list()
 end
 
 --- Delete a device by id, whoever created it: its server (if alive) is asked to stop with SIGTERM,
--- killed after `wait` seconds (default 10); then DEL_DEV_ASYNC (DEL_DEV with legacy opcodes).
+-- killed if the device is not gone after `wait` seconds (default 10) or the server has not exited 5 s
+-- later; then DEL_DEV_ASYNC (DEL_DEV with legacy opcodes).
 function M.delete(id, wait)
   if math.type(id) ~= "integer" or id < 0 then error("ublk.delete: id must be a device number", 2) end
   local c, msg, errno = control.get()

@@ -9,8 +9,8 @@ Linux userspace block devices (ublk), from Lua.
 
 commands:
   doctor               what the running kernel supports for ublk, and the fix where it does not
-  features             the kernel's ublk features (GET_FEATURES)
-  add -t TARGET ...     create a device served in the background (`ublk add --help`)
+  features [--json]    the kernel's ublk features (GET_FEATURES)
+  add -t TARGET ...    create a device served in the background (`ublk add --help`)
   list [--json]        every ublk device on the system
   del ID... | --all    stop their servers and delete devices
   decode KIND HEX...   read bytes as the kernel reads them (KIND: sqe, ctrl-cmd, dev-info, params)
@@ -18,7 +18,8 @@ commands:
 
 options:
   -h, --help           this text; `ublk COMMAND --help` for one command
-  --trace              print every control command, decoded, to stderr
+  --trace              print every control command, decoded, to stderr (ublk add in the background:
+                       those that bring the device up; later ones go to --log)
 ]]
 
 local HELP = {
@@ -45,7 +46,8 @@ printing its id and path; the server goes on in the background. ublk del ID stop
                    block device, read and written asynchronously with io_uring)
   -f, --file       file target: the backing file or block device (created sparse when missing
                    and --size is given)
-  --size           bytes, or with K, M, G, T (powers of 1024); file: defaults to the file's size
+  --size           bytes, or with K, M, G, T (powers of 1024); null and ram: default 1G; file:
+                   defaults to the file's size
   -q, --queues     hardware queues, one server thread each (default 1)
   -d, --depth      requests in flight per queue (default 128)
   --block-size     logical block size, 512 to 4096 (file with O_DIRECT: at least the backing one)
@@ -276,6 +278,14 @@ function commands.add(ublk, opts, a)
   local role, report, pid, status = core.daemon(a.log)
   if role == nil then err("%s", report) return 1 end -- pipe or fork failed: nothing was created
   if role == "parent" then
+    -- the report: the server's trace lines (with --trace and no --log), then "ready ..." or "error ..."
+    local at = 1
+    while report:find("^trace ", at) do
+      local stop = report:find("\n", at, true) or #report
+      io.stderr:write(report:sub(at + 6, stop))
+      at = stop + 1
+    end
+    report = report:sub(at)
     local line = report:match("^ready (.-)\n")
     if line then out("%s", line) return 0 end
     local reason = report:match("^error (.*)") or ""
@@ -287,15 +297,30 @@ function commands.add(ublk, opts, a)
     err("%s", reason)
     return 1
   end
-  -- the background server: tell the parent once live, or why not
+  -- the background server: tell the parent once live, or why not. Its stderr is the log (or
+  -- nowhere), so with --trace and no --log the trace of bringing the device up goes to the parent,
+  -- which prints it on its own stderr; what comes later goes to the log.
   local fd = report
+  local held = {}
+  if a.trace and not a.log then
+    ublk.trace(true, { write = function(self, ...)
+      for i = 1, select("#", ...) do held[#held + 1] = tostring((select(i, ...))) end
+      return self
+    end, flush = function() end })
+  end
+  local function tell(text)
+    local lines = {}
+    for l in table.concat(held):gmatch("[^\n]+") do lines[#lines + 1] = "trace " .. l .. "\n" end
+    core.notify(fd, table.concat(lines) .. text)
+    if a.trace then ublk.trace(true) end
+  end
   local xok, dev, msg = xpcall(bring_up, debug.traceback)
   if not xok then dev, msg = nil, "internal error: " .. tostring(dev) end
   if not dev then
-    core.notify(fd, "error " .. tostring(msg) .. "\n")
+    tell("error " .. tostring(msg) .. "\n")
     os.exit(1)
   end
-  core.notify(fd, "ready " .. announce(dev, core.getpid()) .. "\n")
+  tell("ready " .. announce(dev, core.getpid()) .. "\n")
   local done, what = serve(dev)
   io.stderr:write(what, "\n")
   os.exit(done and 0 or 1)
@@ -332,7 +357,8 @@ function M.main(argv)
     local opts, a = parse_add(argv, first)
     if not opts then return misuse("%s", a) end
     local ublk = require("ublk")
-    if a.trace or first == 3 then ublk.trace(true) end
+    a.trace = a.trace or first == 3
+    if a.trace then ublk.trace(true) end
     local ok, status = xpcall(commands.add, debug.traceback, ublk, opts, a)
     if not ok then err("internal error: %s", status) return 1 end
     return status

@@ -88,8 +88,8 @@ function M.run(ublk, state)
     check("io_uring SQE128", false, ring_msg .. ": the control ring needs IORING_SETUP_SQE128 (Linux 5.19+)")
   end
 
-  local feats, fmsg = nil, nil
-  if ctl then feats, fmsg = ublk.features() end
+  local feats, fmsg, ferrno = nil, nil, nil
+  if ctl then feats, fmsg, ferrno = ublk.features() end
   if feats then
     check("features", true, ("GET_FEATURES = 0x%x: %s"):format(feats.mask, table.concat(feats.names, ", ")))
     check("opcodes", feats.ioctl_encode, (feats.ioctl_encode and "ioctl-encoded opcodes (UBLK_U_CMD_*) accepted" or "only legacy opcodes")
@@ -101,6 +101,11 @@ function M.run(ublk, state)
     check("limits", true, ("devices: ids 0..%d for root%s; queues 1..%d; depth 1..%d; I/O size up to %d MiB"):format(
       (1 << 20) - 1, max and (", " .. max .. " unprivileged") or "", core.const.MAX_NR_QUEUES,
       core.const.MAX_QUEUE_DEPTH, core.const.MAX_IO_BUF_BYTES >> 20))
+  elseif ctl and ferrno == core.errno.EOPNOTSUPP then
+    -- Linux 6.0 to 6.4: no GET_FEATURES, and only the legacy opcodes, which the library falls back to
+    check("features", true, "GET_FEATURES is missing (Linux < 6.5): devices can be made, with the legacy opcodes, "
+      .. "but the kernel's features cannot be listed and feature flags cannot be checked")
+    check("opcodes", true, "only legacy opcodes (this kernel predates UBLK_F_CMD_IOCTL_ENCODE)")
   else
     check("features", false, fmsg or "not checked: the control device cannot be opened")
   end

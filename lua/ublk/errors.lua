@@ -134,7 +134,7 @@ checks.DEL_DEV = {
 }
 
 --- Explain a refusal. `c` = { command =, dev_id =, header =, info =, opts =, dev_path = }.
--- @return the message: "<COMMAND> (device N): <strerror> (-ENAME, errno N)" then the kernel's checks.
+-- @return the message: "<COMMAND> (device N) failed: <strerror> (-ENAME, errno N)" then the kernel's checks.
 function M.explain(c, errno)
   local name = M.name(errno)
   local who = (c.dev_id and c.dev_id ~= 0xffffffff) and (" (device %d)"):format(c.dev_id) or ""

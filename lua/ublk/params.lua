@@ -71,7 +71,7 @@ local function want_bool(key, v)
   return v
 end
 
---- The keys `ublk.new` takes, with what each means; also the order `dev:params()` reports them in.
+--- The keys `ublk.new` takes, with what each means, in the order the README and the specs list them.
 M.keys = {
   { "size", "device size in bytes (a multiple of block_size)" },
   { "queues", "hardware queues, 1.." .. C.MAX_NR_QUEUES .. " (the kernel caps it at the CPU count)" },
@@ -95,9 +95,9 @@ M.keys = {
   { "max_write_zeroes", "bytes per WRITE_ZEROES, a multiple of 512 (0: none)" },
   { "max_discard_segments", "must be 1: ublk takes single-range discards only" },
   { "dma_alignment", "power of two 1 .. page size/2: buffer address alignment" },
-  { "seg_boundary", "0, or a power of two >= 4096: segments never cross it" },
-  { "max_segment_size", "0, or bytes >= 4096" },
-  { "max_segments", "0, or 1 .. 65535" },
+  { "seg_boundary", "a power of two >= 4096: segments never cross it" },
+  { "max_segment_size", "bytes, 4096 .. 2^32 - 1" },
+  { "max_segments", "1 .. 65535" },
   { "flags", "list of ublk feature names to request, e.g. {'user_copy'}" },
 }
 local known = {}

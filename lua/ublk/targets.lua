@@ -40,6 +40,9 @@ function M.prepare(opts)
     if own[k] then tgt[k] = v else dev[k] = v end
   end
   if tgt.log ~= nil and type(tgt.log) ~= "function" then fail("log", tgt.log, "must be a function(line)") end
+  if tgt.log ~= nil and tgt.handler == nil and tgt.hooks == nil then
+    fail("log", tgt.log, "logs failing handlers and hooks: give handler = {...} or hooks = {...} with it")
+  end
   if tgt.handler ~= nil then return M.prepare_handler(dev, tgt) end
   local name = tgt.target
   if tgt.hooks ~= nil then

@@ -121,6 +121,10 @@ describe("handler and hooks options", function()
       "ublk.new: hooks = a table: hook a C target: give target = 'null', 'ram' or 'file' (or write the device with handler = {...})")
     refused({ size = 4096, target = "null", hooks = { read = f, flush = "no" } }, "ublk.new: hooks.flush = no: must be a function(req)")
     refused({ size = 4096, target = "null", hooks = { read = f }, log = 3 }, "ublk.new: log = 3: must be a function(line)")
+    refused({ size = 4096, target = "null", log = f },
+      "ublk.new: log = a function: logs failing handlers and hooks: give handler = {...} or hooks = {...} with it")
+    refused({ size = 4096, log = f },
+      "ublk.new: log = a function: logs failing handlers and hooks: give handler = {...} or hooks = {...} with it")
   end)
 
   it("tell the kernel what the handler table serves, and refuse options that promise more", function()
