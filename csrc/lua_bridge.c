@@ -97,8 +97,15 @@ void ublk_bridge_detach(struct ublk_bridge *b)
 	if (!b)
 		return;
 	b->srv = NULL; /* freed, or about to be: its queue threads are joined */
-	for (i = 0; i < b->nr_queues * b->depth; i++)
+	for (i = 0; b->slots && i < b->nr_queues * b->depth; i++)
 		b->slots[i].gen++; /* every request and buffer still referenced is now stale */
+	/* no descriptor survives a stop: what a dispatch still asks of them (a nested one, after a
+	 * handler stopped its device) finds nothing to wait for */
+	if (b->epfd >= 0)
+		close(b->epfd);
+	if (b->timerfd >= 0)
+		close(b->timerfd);
+	b->epfd = b->timerfd = -1;
 }
 
 void ublk_bridge_free(struct ublk_bridge *b)
@@ -106,10 +113,6 @@ void ublk_bridge_free(struct ublk_bridge *b)
 	if (!b)
 		return;
 	ublk_bridge_detach(b);
-	if (b->epfd >= 0)
-		close(b->epfd);
-	if (b->timerfd >= 0)
-		close(b->timerfd);
 	free(b->slots);
 	free(b->taken);
 	free(b->closing);
@@ -462,7 +465,8 @@ static int l_poll(lua_State *L)
 		reqs = 1; /* listed without a knock to come (handoff.h): no waiting */
 		timeout = 0;
 	}
-	n = epoll_wait(b->epfd, ev, 64, timeout < 0 ? -1 : timeout == 0 ? 0 : (int)(timeout * 1000 + 0.999));
+	/* stopped (descriptors closed): nothing will come */
+	n = b->epfd < 0 ? 0 : epoll_wait(b->epfd, ev, 64, ublk_timeout_ms(timeout));
 	for (i = 0; i < n; i++) {
 		uint64_t what = ev[i].data.u64 & ~0xffffffffULL;
 
@@ -507,7 +511,7 @@ static int l_arm_timer(lua_State *L)
 		if (its.it_value.tv_sec == 0 && its.it_value.tv_nsec == 0)
 			its.it_value.tv_nsec = 1; /* a deadline already past: fire now (zero would disarm) */
 	}
-	if (timerfd_settime(b->timerfd, TFD_TIMER_ABSTIME, &its, NULL) < 0)
+	if (b->timerfd >= 0 && timerfd_settime(b->timerfd, TFD_TIMER_ABSTIME, &its, NULL) < 0)
 		return ublk_lua_fail(L, "timerfd_settime", errno);
 	lua_pushboolean(L, 1);
 	return 1;
@@ -525,7 +529,9 @@ static int l_watch(lua_State *L)
 	memset(&ev, 0, sizeof(ev));
 	ev.events = (uint32_t)events;
 	ev.data.u64 = EV_FD | (uint64_t)fd;
-	if (events == 0) {
+	if (b->epfd < 0) {
+		/* stopped: nothing is watched any more */
+	} else if (events == 0) {
 		epoll_ctl(b->epfd, EPOLL_CTL_DEL, (int)fd, NULL);
 	} else if (epoll_ctl(b->epfd, EPOLL_CTL_MOD, (int)fd, &ev) < 0) {
 		if (errno != ENOENT || epoll_ctl(b->epfd, EPOLL_CTL_ADD, (int)fd, &ev) < 0)
@@ -538,7 +544,11 @@ static int l_watch(lua_State *L)
 /** dev:_bridge_fd() -> a descriptor that polls readable when the device has Lua work (requests, timers, fds) */
 static int l_fd(lua_State *L)
 {
-	lua_pushinteger(L, check_bridge(L)->epfd);
+	struct ublk_bridge *b = check_bridge(L);
+
+	if (b->epfd < 0)
+		return luaL_error(L, "dev:fd: the device was stopped: it has no Lua work to poll for any more");
+	lua_pushinteger(L, b->epfd);
 	return 1;
 }
 

@@ -103,22 +103,28 @@ static int l_command(lua_State *L)
 		else
 			lua_pushnil(L);
 		lua_call(L, 2, 0);
+		if (!h->ctrl)
+			return luaL_error(L, "the control handle was closed by the trace function");
 	}
 	if (lua_isfunction(L, 10)) {
+		/* idle may close the handle: the ring stays until the answer is reaped */
+		struct ublk_ctrl *c = h->ctrl;
 		int res = 0, idle_failed = 0;
 		__u64 tag = 0;
 
+		c->refs++;
 		from_ring = 1;
-		ret = ublk_ctrl_submit(h->ctrl, sqe, &tag);
+		ret = ublk_ctrl_submit(c, sqe, &tag);
 		while (ret == 0) {
-			ret = ublk_ctrl_reap(h->ctrl, tag, idle_failed, &res);
+			ret = ublk_ctrl_reap(c, tag, idle_failed, &res);
 			if (ret != 0 || idle_failed)
 				break;
 			lua_pushvalue(L, 10);
-			lua_pushinteger(L, h->ctrl->ring.ring_fd);
+			lua_pushinteger(L, c->ring.ring_fd);
 			if (lua_pcall(L, 1, 0, 0) != LUA_OK)
 				idle_failed = lua_gettop(L); /* keep the error; wait without it */
 		}
+		ublk_ctrl_unref(c);
 		if (idle_failed)
 			return lua_error(L);
 		if (ret > 0) {

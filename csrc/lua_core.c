@@ -21,6 +21,15 @@ int ublk_lua_fail(lua_State *L, const char *what, int err)
 	return 3;
 }
 
+int ublk_timeout_ms(double seconds)
+{
+	if (!(seconds >= 0) || seconds * 1000 >= 2147483647.0)
+		return -1;
+	if (seconds == 0)
+		return 0;
+	return (int)(seconds * 1000 + 0.999);
+}
+
 static const struct {
 	const char *name;
 	int value;
@@ -101,11 +110,12 @@ static int l_probe_ring(lua_State *L)
 {
 	struct io_uring ring;
 	struct io_uring_probe *probe;
-	int ret = io_uring_queue_init(2, &ring, IORING_SETUP_SQE128 | IORING_SETUP_CQE32);
+	int ret;
 
+	lua_createtable(L, 0, 3); /* before the ring: running out of memory here leaks nothing */
+	ret = io_uring_queue_init(2, &ring, IORING_SETUP_SQE128 | IORING_SETUP_CQE32);
 	if (ret < 0)
 		return ublk_lua_fail(L, "io_uring_setup(SQE128|CQE32)", -ret);
-	lua_createtable(L, 0, 3);
 	lua_pushboolean(L, 1);
 	lua_setfield(L, -2, "sqe128");
 	probe = io_uring_get_probe_ring(&ring);

@@ -9,6 +9,7 @@
 #include <lauxlib.h>
 #include <lua.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/signalfd.h>
 #include <sys/wait.h>
@@ -18,6 +19,15 @@
 #include "lua_ublk.h"
 
 #define SIGNALS_MT "ublk.signals"
+
+/* lua_pushlstring(report, len) for l_daemon, in a protected call. */
+static int push_report(lua_State *L)
+{
+	const char *report = lua_touserdata(L, 1);
+
+	lua_pushlstring(L, report ? report : "", (size_t)lua_tointeger(L, 2));
+	return 1;
+}
 
 /**
  * core.daemon([log_path]) -> "parent", report, pid, status | "child", report_fd
@@ -29,8 +39,9 @@
 static int l_daemon(lua_State *L)
 {
 	const char *log = luaL_optstring(L, 1, "/dev/null");
-	luaL_Buffer b;
-	int pfd[2], status;
+	char *report = NULL;
+	size_t len = 0, cap = 0;
+	int pfd[2], status, exited, pushed;
 	pid_t pid;
 
 	if (pipe2(pfd, O_CLOEXEC) < 0)
@@ -69,7 +80,7 @@ static int l_daemon(lua_State *L)
 		return 2;
 	}
 	close(pfd[1]);
-	luaL_buffinit(L, &b);
+	/* read into C memory: nothing may raise while the pipe is open and the child unchecked */
 	for (;;) {
 		char chunk[512];
 		ssize_t n = read(pfd[0], chunk, sizeof(chunk));
@@ -78,14 +89,35 @@ static int l_daemon(lua_State *L)
 			continue;
 		if (n <= 0)
 			break;
-		luaL_addlstring(&b, chunk, (size_t)n);
+		if (len + (size_t)n > cap) {
+			size_t grown = cap ? 2 * cap : 4096;
+			char *p;
+
+			while (grown < len + (size_t)n)
+				grown *= 2;
+			p = realloc(report, grown);
+			if (!p)
+				continue; /* out of memory: drain the pipe, keep what fitted */
+			report = p;
+			cap = grown;
+		}
+		memcpy(report + len, chunk, (size_t)n);
+		len += (size_t)n;
 	}
 	close(pfd[0]);
-	luaL_pushresult(&b);
+	exited = waitpid(pid, &status, WNOHANG) == pid;
+	/* the report becomes a Lua string in a protected call, so report is freed even when that fails */
+	lua_pushcfunction(L, push_report);
+	lua_pushlightuserdata(L, report);
+	lua_pushinteger(L, (lua_Integer)len);
+	pushed = lua_pcall(L, 2, 1, 0);
+	free(report);
+	if (pushed != LUA_OK)
+		return lua_error(L);
 	lua_pushliteral(L, "parent");
 	lua_insert(L, -2);
 	lua_pushinteger(L, pid);
-	if (waitpid(pid, &status, WNOHANG) == pid)
+	if (exited)
 		lua_pushinteger(L, status);
 	else
 		lua_pushnil(L);
@@ -234,7 +266,7 @@ static int l_poll(lua_State *L)
 		p[i].revents = 0;
 	}
 	do
-		ret = poll(p, (nfds_t)n, timeout < 0 ? -1 : (int)(timeout * 1000 + 0.999));
+		ret = poll(p, (nfds_t)n, ublk_timeout_ms(timeout));
 	while (ret < 0 && errno == EINTR);
 	if (ret < 0)
 		return ublk_lua_fail(L, "poll", errno);

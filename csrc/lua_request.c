@@ -37,10 +37,14 @@ struct request_handle *ublk_request_push(lua_State *L, int dev, int mt, const st
 	unsigned op = ublksrv_get_op(&h->iod);
 	struct device_handle *d = lua_touserdata(L, dev);
 	struct ublk_bridge *b = d->bridge;
+	/* read before allocating: the allocation may run a finalizer that stops the device, and then
+	 * the generation read here is already stale, so the request is born answered */
+	uint32_t gen = bridge_slot(b, h->q_id, h->tag)->gen;
+	unsigned char *data = ublk_queue_buf(b->srv->queues[h->q_id], h->tag); /* only called while served */
 	struct request_handle *v = lua_newuserdatauv(L, sizeof(*v), NR_UV);
 
 	v->d = d;
-	v->gen = bridge_slot(b, h->q_id, h->tag)->gen;
+	v->gen = gen;
 	v->q_id = h->q_id;
 	v->tag = h->tag;
 	v->op = (uint8_t)op;
@@ -50,7 +54,7 @@ struct request_handle *ublk_request_push(lua_State *L, int dev, int mt, const st
 	v->received_ns = h->received_ns;
 	v->span = (uint64_t)h->iod.nr_sectors << 9; /* discard and write_zeroes have a length too, with no data */
 	v->length = (op == UBLK_IO_OP_READ || op == UBLK_IO_OP_WRITE) ? (uint32_t)v->span : 0;
-	v->data = ublk_queue_buf(b->srv->queues[h->q_id], h->tag); /* only called while served */
+	v->data = data;
 	lua_pushvalue(L, mt);
 	lua_setmetatable(L, -2);
 	lua_pushvalue(L, dev);
@@ -347,6 +351,7 @@ static int l_buffer_write(lua_State *L)
 		lua_pushinteger(L, 0);
 		return 1;
 	}
+	check_buffer(L, "buf:write"); /* again: converting a number to a string may have run a finalizer */
 	check_range(L, v, off, j - i + 1, "buf:write");
 	memcpy(v->data + off, s + i - 1, (size_t)(j - i + 1));
 	lua_pushinteger(L, j - i + 1);

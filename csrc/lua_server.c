@@ -150,11 +150,12 @@ static int l_start_queues(lua_State *L)
 		for (q = 0; q < s->nr_queues; q++) {
 			lua_Integer i, n;
 
-			if (lua_geti(L, 2, q + 1) == LUA_TTABLE) {
-				n = (lua_Integer)luaL_len(L, -1);
+			/* raw: nothing here may raise while cpus and has are held */
+			if (lua_rawgeti(L, 2, q + 1) == LUA_TTABLE) {
+				n = (lua_Integer)lua_rawlen(L, -1);
 				CPU_ZERO(&cpus[q]);
 				for (i = 1; i <= n; i++) {
-					lua_geti(L, -1, i);
+					lua_rawgeti(L, -1, i);
 					lua_Integer cpu = lua_tointeger(L, -1);
 					if (cpu >= 0 && cpu < CPU_SETSIZE) {
 						CPU_SET((int)cpu, &cpus[q]);
@@ -221,7 +222,7 @@ static int l_wait(lua_State *L)
 		pfd[n].fd = sfd;
 		pfd[n++].events = POLLIN;
 	}
-	ret = poll(pfd, (nfds_t)n, timeout < 0 ? -1 : (int)(timeout * 1000));
+	ret = poll(pfd, (nfds_t)n, ublk_timeout_ms(timeout));
 	if (ret < 0 && errno != EINTR)
 		return ublk_lua_fail(L, "poll", errno);
 	if (sfd >= 0 && (pfd[1].revents & POLLIN)) {

@@ -48,4 +48,8 @@ void ublk_lua_set_int(lua_State *L, const char *name, lua_Integer v);
 /* The `nil, "what: strerror", errno` triple of io.open and luaposix. */
 int ublk_lua_fail(lua_State *L, const char *what, int err);
 
+/* A timeout in seconds as poll(2)/epoll_wait(2) milliseconds: negative (or too long for an int, or
+ * NaN) waits for ever; others are rounded up to whole milliseconds. */
+int ublk_timeout_ms(double seconds);
+
 #endif

@@ -143,6 +143,11 @@ int ublk_server_start(struct ublk_server *s, const cpu_set_t *cpus, const int *h
 	sigset_t all, old;
 	int q, ret = 0;
 
+	if (s->started) {
+		*why = "starting the queues again (a server runs once: stop it and serve the device anew)";
+		return -EALREADY;
+	}
+	s->started = 1;
 	pthread_mutex_lock(&s->lock);
 	s->nr_ready = s->nr_failed = s->nr_ended = 0;
 	s->first_error = 0;

@@ -29,6 +29,7 @@ struct ublk_server {
 	int first_error;        /* -errno of the first queue that failed to start */
 	const char *first_why;  /* and what it was doing */
 	int running;            /* threads were started and not yet joined */
+	int started;            /* ublk_server_start ran: queues keep their state, so never twice */
 	struct ublk_queue **queues;
 };
 

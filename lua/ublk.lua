@@ -443,6 +443,9 @@ function Device:delete()
   if not id then return true end
   local data = self:_data()
   if data.started or self:_serving() > 0 then self:stop() end
+  -- a start that raised between _serve and the queues' start leaves a server holding the char
+  -- device open, and a synchronous DEL_DEV would wait for it for ever: free it (nothing if none)
+  self:_stop_queues()
   local was_served = data.was_served
   local name = was_served and not state.legacy and "DEL_DEV_ASYNC" or "DEL_DEV"
   local res, msg, errno = command(name, { dev_id = id })

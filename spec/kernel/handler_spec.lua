@@ -426,6 +426,7 @@ describe("Lua handlers on the real driver", function()
       return read(req)
     end
     local dev <close> = assert(ublk.new { size = "16M", queues = 2, handler = h })
+    local fds_before = kernel.fd_count()
     assert(dev:start())
     local j = job.start(fio_command(dev.path, { rw = "randwrite", bs = "4k-64k", depth = 16, jobs = 2, size = "8m" }))
     local dispatches = 0
@@ -445,6 +446,10 @@ describe("Lua handlers on the real driver", function()
     assert.is_true(dispatches > 0)
     assert.is_true(slept > 0, "a handler slept")
     assert.are.equal(0, dev:stats().lua.errors)
+    -- a stop closes every descriptor the device served with, dev:fd()'s included, before any delete
+    assert(dev:stop())
+    assert.are.equal(fds_before, kernel.fd_count())
+    assert.has_error(function() dev:fd() end, "dev:fd: the device was stopped: it has no Lua work to poll for any more")
   end)
 
   describe("hooks on a C target", function()
