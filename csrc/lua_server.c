@@ -270,11 +270,11 @@ static int l_stats(lua_State *L)
 		const struct ublk_queue_stats *st = &d->srv->queues[q]->stats;
 
 		lua_createtable(L, 0, 5);
-		ublk_lua_set_int(L, "requests", (lua_Integer)st->requests);
-		ublk_lua_set_int(L, "wakeups", (lua_Integer)st->wakeups);
-		ublk_lua_set_int(L, "submits", (lua_Integer)st->submits);
-		ublk_lua_set_int(L, "errors", (lua_Integer)st->errors);
-		ublk_lua_set_int(L, "cmd_error", st->cmd_error);
+		ublk_lua_set_int(L, "requests", (lua_Integer)QUEUE_STAT_READ(st, requests));
+		ublk_lua_set_int(L, "wakeups", (lua_Integer)QUEUE_STAT_READ(st, wakeups));
+		ublk_lua_set_int(L, "submits", (lua_Integer)QUEUE_STAT_READ(st, submits));
+		ublk_lua_set_int(L, "errors", (lua_Integer)QUEUE_STAT_READ(st, errors));
+		ublk_lua_set_int(L, "cmd_error", QUEUE_STAT_READ(st, cmd_error));
 		lua_seti(L, -2, q + 1);
 	}
 	lua_setfield(L, -2, "queues");

@@ -153,9 +153,9 @@ static void arm_door(struct ublk_queue *q)
 
 void ublk_queue_complete(struct ublk_queue *q, int tag, int result)
 {
-	q->stats.requests++;
+	QUEUE_STAT_ADD(q, requests, 1);
 	if (result < 0)
-		q->stats.errors++;
+		QUEUE_STAT_ADD(q, errors, 1);
 	queue_cmd(q, tag, UBLK_IO_COMMIT_AND_FETCH_REQ, result);
 }
 
@@ -294,7 +294,7 @@ static void handle_cqe(struct ublk_queue *q, const struct io_uring_cqe *cqe)
 			/* ABORT: the device is stopping and this tag is finished. Anything else is a
 			 * command the kernel refused: keep the first for the owner, and stop too. */
 			if (cqe->res != UBLK_IO_RES_ABORT && !q->stats.cmd_error)
-				q->stats.cmd_error = cqe->res;
+				QUEUE_STAT_SET(q, cmd_error, cqe->res);
 			io->flags |= IO_ABORTED;
 			q->kernel_stopping = 1;
 		}
@@ -315,7 +315,7 @@ static void handle_cqe(struct ublk_queue *q, const struct io_uring_cqe *cqe)
 		if (cqe->res >= 0 || cqe->res == -EINTR || cqe->res == -EAGAIN)
 			arm_door(q);
 		else if (!q->stats.cmd_error)
-			q->stats.cmd_error = cqe->res; /* a door that fails for good: say so, do not spin */
+			QUEUE_STAT_SET(q, cmd_error, cqe->res); /* a door that fails for good: say so, do not spin */
 		break;
 	default:
 		break;
@@ -388,12 +388,12 @@ static void serve_loop(struct ublk_queue *q)
 		ret = io_uring_submit_and_wait(&q->ring, 1);
 		if (ret < 0 && ret != -EINTR && ret != -EAGAIN && ret != -EBUSY) {
 			if (!q->stats.cmd_error)
-				q->stats.cmd_error = ret;
+				QUEUE_STAT_SET(q, cmd_error, ret);
 			break;
 		}
 		if (ret > 0)
-			q->stats.submits += (uint64_t)ret;
-		q->stats.wakeups++;
+			QUEUE_STAT_ADD(q, submits, (uint64_t)ret);
+		QUEUE_STAT_ADD(q, wakeups, 1);
 		io_uring_for_each_cqe(&q->ring, head, cqe) {
 			handle_cqe(q, cqe);
 			n++;

@@ -47,6 +47,12 @@ struct ublk_remote_done {
 	int result;
 };
 
+/* The queue thread counts; the Lua thread reads the counters while it runs (dev:stats()): relaxed
+ * atomics, since each value matters and not their order. */
+#define QUEUE_STAT_ADD(q, field, n) __atomic_fetch_add(&(q)->stats.field, (n), __ATOMIC_RELAXED)
+#define QUEUE_STAT_SET(q, field, v) __atomic_store_n(&(q)->stats.field, (v), __ATOMIC_RELAXED)
+#define QUEUE_STAT_READ(st, field) __atomic_load_n(&(st)->field, __ATOMIC_RELAXED)
+
 struct ublk_queue_stats {
 	uint64_t requests; /* requests served */
 	uint64_t wakeups;  /* returns from io_uring_submit_and_wait */
