@@ -241,11 +241,24 @@ local function parse_add(argv, first)
   return opts, a
 end
 
+-- The flag that sets each option of `ublk.new`, for misuse messages: the user typed the flag.
+local FLAG_OF = { target = "-t/--target", path = "-f/--file", size = "--size", queues = "-q/--queues",
+  depth = "-d/--depth", block_size = "--block-size", id = "--id", max_io = "--max-io", read_only = "--read-only",
+  direct = "--buffered" }
+
+-- "ublk.new: block_size = 3: must be ..." as "add: --block-size 3: must be ..."
+local function as_flag_misuse(msg)
+  msg = tostring(msg):gsub("^ublk%.new: ", "")
+  local key, value, rule = msg:match("^([%w_]+) = (.-): (.*)$")
+  if not (key and FLAG_OF[key]) then return "add: " .. msg end
+  return ("add: %s%s: %s"):format(FLAG_OF[key], value == "nil" and "" or " " .. value, rule)
+end
+
 function commands.add(ublk, opts, a)
   local core = ublk.core
   -- misuse and a backing store that cannot be used are told here, before anything goes to the background
   local ok, checked, why = pcall(ublk.check, opts)
-  if not ok then err("%s", tostring(checked):gsub("^ublk%.new: ", "add: ")) return 2 end
+  if not ok then err("%s", as_flag_misuse(checked)) return 2 end
   if not checked then err("%s", why) return 1 end
   local function announce(dev, pid)
     return ("ublk device %d: %s (target %s, server pid %d)"):format(dev.id, dev.path, opts.target, pid)
