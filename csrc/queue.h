@@ -48,8 +48,10 @@ struct ublk_remote_done {
 };
 
 /* The queue thread counts; the Lua thread reads the counters while it runs (dev:stats()): relaxed
- * atomics, since each value matters and not their order. */
-#define QUEUE_STAT_ADD(q, field, n) __atomic_fetch_add(&(q)->stats.field, (n), __ATOMIC_RELAXED)
+ * atomics, since each value matters and not their order. Only the queue thread writes, so an add is
+ * a relaxed load and store, not a locked read-modify-write on every request. */
+#define QUEUE_STAT_ADD(q, field, n) \
+	__atomic_store_n(&(q)->stats.field, __atomic_load_n(&(q)->stats.field, __ATOMIC_RELAXED) + (n), __ATOMIC_RELAXED)
 #define QUEUE_STAT_SET(q, field, v) __atomic_store_n(&(q)->stats.field, (v), __ATOMIC_RELAXED)
 #define QUEUE_STAT_READ(st, field) __atomic_load_n(&(st)->field, __ATOMIC_RELAXED)
 
