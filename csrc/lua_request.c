@@ -186,12 +186,14 @@ int ublk_request_answer(lua_State *L, struct request_handle *v, int first, int n
 {
 	int result, pass;
 
-	if (request_result(L, v, first, n, &result, &pass) < 0) {
-		ublk_bridge_answer(request_bridge(v), v->q_id, v->tag, -EIO, 0);
-		return -1;
+	int ret = request_result(L, v, first, n, &result, &pass);
+
+	if (ret < 0) {
+		result = -EIO;
+		pass = 0;
 	}
 	ublk_bridge_answer(request_bridge(v), v->q_id, v->tag, result, pass);
-	return 0;
+	return ret;
 }
 
 /** req:done(...) -- answer the request now, with what a handler would return. Raises if already answered. */
@@ -336,12 +338,13 @@ static int l_buffer_read(lua_State *L)
 /** buf:write(offset, string [, i [, j]]) -> bytes written: string:sub(i, j) goes in at offset */
 static int l_buffer_write(lua_State *L)
 {
-	struct request_handle *v = check_buffer(L, "buf:write");
 	lua_Integer off = luaL_checkinteger(L, 2);
 	size_t slen;
 	const char *s = luaL_checklstring(L, 3, &slen);
 	lua_Integer i = luaL_optinteger(L, 4, 1);
 	lua_Integer j = luaL_optinteger(L, 5, (lua_Integer)slen);
+	/* after the arguments: converting a number to a string may run a finalizer that stops the device */
+	struct request_handle *v = check_buffer(L, "buf:write");
 
 	if (i < 1)
 		i = 1;
@@ -351,7 +354,6 @@ static int l_buffer_write(lua_State *L)
 		lua_pushinteger(L, 0);
 		return 1;
 	}
-	check_buffer(L, "buf:write"); /* again: converting a number to a string may have run a finalizer */
 	check_range(L, v, off, j - i + 1, "buf:write");
 	memcpy(v->data + off, s + i - 1, (size_t)(j - i + 1));
 	lua_pushinteger(L, j - i + 1);
