@@ -10,6 +10,7 @@
 -- @module ublk
 local core = require("ublk.core")
 local params = require("ublk.params")
+local errors = require("ublk.errors")
 local decode = require("ublk.decode")
 local targets = require("ublk.targets")
 local handler = require("ublk.handler")
@@ -37,7 +38,13 @@ function M.features()
   local c, msg, errno = control.get()
   if not c then return nil, msg, errno end
   if not state.features then
-    return nil, "GET_FEATURES failed: this kernel's ublk driver predates it (Linux < 6.5): features cannot be listed", core.errno.EOPNOTSUPP
+    -- a driver that predates GET_FEATURES answers an unknown command: EINVAL, EOPNOTSUPP, or the
+    -- kernel-internal ENOTSUPP (524); anything else is a refusal of its own (an LSM, the ring)
+    local e = state.features_res and -state.features_res
+    if e == core.errno.EINVAL or e == core.errno.EOPNOTSUPP or e == 524 then
+      return nil, "GET_FEATURES failed: this kernel's ublk driver predates it (Linux < 6.5): features cannot be listed", core.errno.EOPNOTSUPP
+    end
+    return nil, ("GET_FEATURES failed: %s"):format(e and errors.name(e) or "the control ring failed"), e or core.errno.EIO
   end
   -- Legacy opcodes: a legacy GET_DEV_INFO for a device that cannot exist answers -ENODEV when the
   -- kernel takes legacy numbers, -EOPNOTSUPP when CONFIG_BLKDEV_UBLK_LEGACY_OPCODES is off.
@@ -442,10 +449,13 @@ function Device:delete()
   local id = self:_owned()
   if not id then return true end
   local data = self:_data()
-  if data.started or self:_serving() > 0 then self:stop() end
-  -- a start that raised between _serve and the queues' start leaves a server holding the char
-  -- device open, and a synchronous DEL_DEV would wait for it for ever: free it (nothing if none)
-  self:_stop_queues()
+  if data.started or self:_serving() > 0 then
+    self:stop()
+  else
+    -- a start that raised between _serve and the queues' start leaves a server holding the char
+    -- device open, and a synchronous DEL_DEV would wait for it for ever: free it (nothing if none)
+    self:_stop_queues()
+  end
   local was_served = data.was_served
   local name = was_served and not state.legacy and "DEL_DEV_ASYNC" or "DEL_DEV"
   local res, msg, errno = command(name, { dev_id = id })

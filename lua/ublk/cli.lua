@@ -241,10 +241,12 @@ local function parse_add(argv, first)
   return opts, a
 end
 
--- The flag that sets each option of `ublk.new`, for misuse messages: the user typed the flag.
-local FLAG_OF = { target = "-t/--target", path = "-f/--file", size = "--size", queues = "-q/--queues",
-  depth = "-d/--depth", block_size = "--block-size", id = "--id", max_io = "--max-io", read_only = "--read-only",
-  direct = "--buffered" }
+-- The flags that set each option of `ublk.new` ("-q/--queues"), for misuse messages: the user typed the flag.
+local FLAG_OF = {}
+for flag, o in pairs(ADD_OPTIONS) do
+  local other = FLAG_OF[o[1]]
+  FLAG_OF[o[1]] = not other and flag or #flag < #other and flag .. "/" .. other or other .. "/" .. flag
+end
 
 -- "ublk.new: block_size = 3: must be ..." as "add: --block-size 3: must be ..."
 local function as_flag_misuse(msg)

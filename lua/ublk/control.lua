@@ -63,7 +63,8 @@ function M.get()
     state.features = string.unpack("<I8", out)
     state.legacy = state.features & (1 << 6) == 0
   else
-    state.features, state.legacy = nil, true
+    -- refused: legacy opcodes; features_res (the -errno, or nil when the ring failed) says why
+    state.features, state.legacy, state.features_res = nil, true, res
   end
   c:set_legacy(state.legacy)
   if state.trace then

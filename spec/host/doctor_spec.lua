@@ -8,7 +8,7 @@ local run = require("support.run")
 local function doctor_with(features_errno)
   local script = ([[
     package.path = "./lua/?.lua;" .. package.path
-    package.cpath = "./build/?.so;" .. package.cpath
+    package.cpath = package.cpath .. ";./build/?.so" -- after the specs' own build (run.cpath_env)
     local core = require("ublk.core")
     local fake = { features = function() return nil, "GET_FEATURES failed: test", core.errno.%s end }
     for _, c in ipairs(require("ublk.doctor").run(fake, {}).checks) do
