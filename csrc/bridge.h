@@ -42,7 +42,7 @@ struct ublk_bridge {
 	struct ublk_remote_done *done;   /* q * depth + i: answers not yet sent */
 	int *nr_done;
 	uint64_t requests, batches, errors, passed; /* batches: takes that found requests */
-	uint64_t started;       /* handlers started */
+	uint64_t started;       /* handlers started by the _run in progress (each _run puts it back) */
 };
 
 static inline struct bridge_slot *bridge_slot(struct ublk_bridge *b, int q_id, int tag)

@@ -220,6 +220,7 @@ static int handler_traceback(lua_State *co)
 /* on_error(req, message at msg, raised); what it raises is dropped (the batch must go on). */
 static void report(lua_State *co, int msg, int raised)
 {
+	lua_checkstack(co, 4); /* above however many values the handler returned */
 	lua_pushvalue(co, lua_upvalueindex(U_ON_ERROR));
 	lua_pushvalue(co, S_REQ);
 	lua_pushvalue(co, msg);
@@ -236,7 +237,6 @@ static void finish(lua_State *co, struct request_handle *v, int status)
 {
 	int live = bridge_live(request_bridge(v), v->q_id, v->tag, v->gen);
 
-	lua_checkstack(co, 6); /* report's values, above however many the handler returned */
 	if (status != LUA_OK) {
 		if (live)
 			ublk_bridge_answer(request_bridge(v), v->q_id, v->tag, -EIO, 0);
@@ -281,12 +281,15 @@ static int runner_next(lua_State *co)
 		h = b->taken[b->pos++];
 		if (!bridge_slot(b, h.q_id, h.tag)->held)
 			continue; /* a stop answered it meanwhile */
-		v = ublk_request_push(co, lua_upvalueindex(U_DEV), lua_upvalueindex(U_REQUEST_MT), &h);
-		lua_copy(co, S_REQ, lua_upvalueindex(U_CURRENT));
-		if (lua_rawgeti(co, lua_upvalueindex(U_HANDLERS), v->op) != LUA_TFUNCTION) {
+		/* the handler first: an op the table lacks costs no request, and no allocation (which may
+		 * run a finalizer) comes between the held check and this answer */
+		if (lua_rawgeti(co, lua_upvalueindex(U_HANDLERS), ublksrv_get_op(&h.iod)) != LUA_TFUNCTION) {
 			ublk_bridge_answer(b, h.q_id, h.tag, -EOPNOTSUPP, 0);
 			continue;
 		}
+		v = ublk_request_push(co, lua_upvalueindex(U_DEV), lua_upvalueindex(U_REQUEST_MT), &h);
+		lua_insert(co, S_REQ); /* the request, then its handler */
+		lua_copy(co, S_REQ, lua_upvalueindex(U_CURRENT));
 		lua_pushvalue(co, S_REQ);
 		b->started++;
 		status = lua_pcallk(co, 1, LUA_MULTRET, S_MSGH, 0, handler_k);
@@ -331,9 +334,10 @@ static void tell_error(lua_State *L, int on_error, int req)
 static int l_run(lua_State *L)
 {
 	enum { DEV = 1, HANDLERS, POOL, WORKERS, ON_YIELD, ON_ERROR, TOP = ON_ERROR, REQ = TOP + 3 };
-	struct device_handle *d = luaL_checkudata(L, DEV, UBLK_DEVICE_MT);
 	struct ublk_bridge *b = check_bridge(L);
-	uint64_t started = b->started;
+	struct device_handle *d = lua_touserdata(L, DEV); /* check_bridge checked it */
+	uint64_t outer = b->started;
+	lua_Integer started;
 
 	luaL_checktype(L, HANDLERS, LUA_TTABLE);
 	luaL_checktype(L, POOL, LUA_TTABLE);
@@ -422,8 +426,12 @@ static int l_run(lua_State *L)
 		}
 		lua_settop(L, TOP);
 	}
+	/* ours only: a handler's nested _run counted its own and returned them to its caller */
 	b = d->bridge;
-	lua_pushinteger(L, b ? (lua_Integer)(b->started - started) : 0);
+	started = b ? (lua_Integer)b->started : (lua_Integer)outer;
+	if (b)
+		b->started = outer;
+	lua_pushinteger(L, started - (lua_Integer)outer);
 	return 1;
 }
 

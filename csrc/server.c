@@ -147,11 +147,7 @@ int ublk_server_start(struct ublk_server *s, const cpu_set_t *cpus, const int *h
 		*why = "starting the queues again (a server runs once: stop it and serve the device anew)";
 		return -EALREADY;
 	}
-	s->started = 1;
-	pthread_mutex_lock(&s->lock);
-	s->nr_ready = s->nr_failed = s->nr_ended = 0;
-	s->first_error = 0;
-	pthread_mutex_unlock(&s->lock);
+	s->started = 1; /* once, on a server fresh from calloc: its counters start at zero */
 	/* Queue threads take no signals: SIGINT/SIGTERM go to the Lua thread, which stops them. */
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
