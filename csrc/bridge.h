@@ -15,6 +15,7 @@
 #ifndef LUA_UBLK_BRIDGE_H
 #define LUA_UBLK_BRIDGE_H
 
+#include <errno.h>
 #include <lua.h>
 #include <stdint.h>
 
@@ -87,6 +88,17 @@ struct request_handle *ublk_request_push(lua_State *L, int dev, int mt, const st
 static inline struct ublk_bridge *request_bridge(const struct request_handle *v)
 {
 	return v->d->bridge;
+}
+/* Whether v is still to be answered (its buffer is still its own). */
+static inline int request_live(const struct request_handle *v)
+{
+	return bridge_live(request_bridge(v), v->q_id, v->tag, v->gen);
+}
+/* Answer v with EIO, unless it was answered already: for handlers that failed or will never end. */
+static inline void request_fail(const struct request_handle *v)
+{
+	if (request_live(v))
+		ublk_bridge_answer(request_bridge(v), v->q_id, v->tag, -EIO, 0);
 }
 /* Answer v with what the n values from index first (a handler's return) mean (README "What a
  * handler returns"): 0, or -1 when they mean nothing, with EIO answered and a message pushed. Never

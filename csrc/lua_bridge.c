@@ -217,16 +217,17 @@ static int handler_traceback(lua_State *co)
 	return 1;
 }
 
-/* on_error(req, message at msg, raised); what it raises is dropped (the batch must go on). */
-static void report(lua_State *co, int msg, int raised)
+/* on_error(the value at req, the message at msg, raised); what it raises is dropped (the batch must
+ * go on). For the runners (on_error an upvalue, the request at S_REQ) and for _run. */
+static void call_on_error(lua_State *L, int on_error, int req, int msg, int raised)
 {
-	lua_checkstack(co, 4); /* above however many values the handler returned */
-	lua_pushvalue(co, lua_upvalueindex(U_ON_ERROR));
-	lua_pushvalue(co, S_REQ);
-	lua_pushvalue(co, msg);
-	lua_pushboolean(co, raised);
-	if (lua_pcall(co, 3, 0, 0) != LUA_OK)
-		lua_pop(co, 1);
+	lua_checkstack(L, 4); /* above however many values the handler returned */
+	lua_pushvalue(L, on_error);
+	lua_pushvalue(L, req);
+	lua_pushvalue(L, msg);
+	lua_pushboolean(L, raised);
+	if (lua_pcall(L, 3, 0, 0) != LUA_OK)
+		lua_pop(L, 1);
 }
 
 /* Answer the request at S_REQ from how its handler ended: status LUA_OK with its values from S_REQ
@@ -235,14 +236,11 @@ static void report(lua_State *co, int msg, int raised)
  * answered or deferred meanwhile. */
 static void finish(lua_State *co, struct request_handle *v, int status)
 {
-	int live = bridge_live(request_bridge(v), v->q_id, v->tag, v->gen);
-
 	if (status != LUA_OK) {
-		if (live)
-			ublk_bridge_answer(request_bridge(v), v->q_id, v->tag, -EIO, 0);
-		report(co, lua_gettop(co), 1);
-	} else if (live && !v->deferred && ublk_request_answer(co, v, S_REQ + 1, lua_gettop(co) - S_REQ) < 0) {
-		report(co, lua_gettop(co), 0);
+		request_fail(v);
+		call_on_error(co, lua_upvalueindex(U_ON_ERROR), S_REQ, lua_gettop(co), 1);
+	} else if (request_live(v) && !v->deferred && ublk_request_answer(co, v, S_REQ + 1, lua_gettop(co) - S_REQ) < 0) {
+		call_on_error(co, lua_upvalueindex(U_ON_ERROR), S_REQ, lua_gettop(co), 0);
 	}
 }
 
@@ -287,6 +285,9 @@ static int runner_next(lua_State *co)
 			ublk_bridge_answer(b, h.q_id, h.tag, -EOPNOTSUPP, 0);
 			continue;
 		}
+		/* until the request exists, a failure (out of memory) names none, not the one before */
+		lua_pushnil(co);
+		lua_replace(co, lua_upvalueindex(U_CURRENT));
 		v = ublk_request_push(co, lua_upvalueindex(U_DEV), lua_upvalueindex(U_REQUEST_MT), &h);
 		lua_insert(co, S_REQ); /* the request, then its handler */
 		lua_copy(co, S_REQ, lua_upvalueindex(U_CURRENT));
@@ -302,17 +303,6 @@ static int runner_main(lua_State *co)
 	lua_settop(co, 0);
 	lua_pushcfunction(co, handler_traceback); /* S_MSGH */
 	return runner_next(co);
-}
-
-/* on_error(req, the error on top, true), for what failed outside a handler; the error is popped. */
-static void tell_error(lua_State *L, int on_error, int req)
-{
-	lua_pushvalue(L, on_error);
-	lua_pushvalue(L, req);
-	lua_rotate(L, -3, 2); /* on_error, req, error */
-	lua_pushboolean(L, 1);
-	if (lua_pcall(L, 3, 0, 0) != LUA_OK)
-		lua_pop(L, 1);
 }
 
 /**
@@ -410,9 +400,9 @@ static int l_run(lua_State *L)
 			lua_pushvalue(L, REQ);
 			lua_xmove(co, L, nres);
 			if (lua_pcall(L, 2 + nres, 0, 0) != LUA_OK) {
-				if (v && bridge_live(request_bridge(v), v->q_id, v->tag, v->gen))
-					ublk_bridge_answer(request_bridge(v), v->q_id, v->tag, -EIO, 0); /* nobody will resume it */
-				tell_error(L, ON_ERROR, REQ);
+				if (v)
+					request_fail(v); /* nobody will resume it */
+				call_on_error(L, ON_ERROR, REQ, -1, 1);
 			}
 		} else if (status != LUA_OK && (b = d->bridge) && b->pos > 0) {
 			/* the runner's own code failed (out of memory), before or after a handler: the
@@ -422,7 +412,7 @@ static int l_run(lua_State *L)
 			if (bridge_slot(b, h->q_id, h->tag)->held)
 				ublk_bridge_answer(b, h->q_id, h->tag, -EIO, 0);
 			lua_xmove(co, L, 1);
-			tell_error(L, ON_ERROR, REQ);
+			call_on_error(L, ON_ERROR, REQ, -1, 1);
 		}
 		lua_settop(L, TOP);
 	}

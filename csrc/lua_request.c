@@ -27,11 +27,6 @@ const char *ublk_op_name(unsigned op)
 	return op < sizeof(op_names) / sizeof(op_names[0]) ? op_names[op] : "unknown";
 }
 
-static int live(const struct request_handle *v)
-{
-	return bridge_live(request_bridge(v), v->q_id, v->tag, v->gen);
-}
-
 struct request_handle *ublk_request_push(lua_State *L, int dev, int mt, const struct ublk_handoff_req *h)
 {
 	unsigned op = ublksrv_get_op(&h->iod);
@@ -201,7 +196,7 @@ static int l_request_done(lua_State *L)
 {
 	struct request_handle *v = check_request(L, "req:done");
 
-	if (!live(v))
+	if (!request_live(v))
 		return luaL_error(L, "req:done: the request was already answered (%s at offset %I)", ublk_op_name(v->op),
 				  (lua_Integer)v->offset);
 	if (ublk_request_answer(L, v, 2, lua_gettop(L) - 1) < 0)
@@ -215,8 +210,7 @@ static int l_request_fail(lua_State *L)
 {
 	struct request_handle *v = check_request(L, "req:_fail");
 
-	if (live(v))
-		ublk_bridge_answer(request_bridge(v), v->q_id, v->tag, -EIO, 0);
+	request_fail(v);
 	return 0;
 }
 
@@ -225,7 +219,7 @@ static int l_request_defer(lua_State *L)
 {
 	struct request_handle *v = check_request(L, "req:defer");
 
-	if (!live(v))
+	if (!request_live(v))
 		return luaL_error(L, "req:defer: the request was already answered");
 	v->deferred = 1;
 	lua_settop(L, 1);
@@ -235,17 +229,17 @@ static int l_request_defer(lua_State *L)
 /** req:answered() -> whether the request was answered (its buffer is then gone) */
 static int l_request_answered(lua_State *L)
 {
-	lua_pushboolean(L, !live(check_request(L, "req:answered")));
+	lua_pushboolean(L, !request_live(check_request(L, "req:answered")));
 	return 1;
 }
 
 /* __index: the fields, then the methods (upvalue 2). Fields stay readable once answered (a failure
- * report names the op and offset); only the buffer and the methods that answer check. Called for
- * every field a handler reads, so it trusts its first argument: __metatable hides the metatable,
- * and only Lua's own indexing of a ublk.request can call this. */
+ * report names the op and offset); only the buffer and the methods that answer check. Its first
+ * argument is checked although __metatable hides the metatable: debug.getmetatable still reaches
+ * this function, and the check (is_ours) costs one metatable comparison. */
 static int l_request_index(lua_State *L)
 {
-	struct request_handle *v = lua_touserdata(L, 1); /* only Lua calls it: the metatable is hidden */
+	struct request_handle *v = check_request(L, "req.field");
 	size_t len = 0;
 	const char *k = lua_type(L, 2) == LUA_TSTRING ? lua_tolstring(L, 2, &len) : NULL;
 
@@ -294,7 +288,7 @@ static int l_request_tostring(lua_State *L)
 	struct request_handle *v = check_request(L, "tostring(req)");
 
 	lua_pushfstring(L, "ublk.request (%s offset %I length %I, queue %d tag %d%s)", ublk_op_name(v->op),
-			(lua_Integer)v->offset, (lua_Integer)v->span, v->q_id, v->tag, live(v) ? "" : ", answered");
+			(lua_Integer)v->offset, (lua_Integer)v->span, v->q_id, v->tag, request_live(v) ? "" : ", answered");
 	return 1;
 }
 
@@ -306,7 +300,7 @@ static struct request_handle *check_buffer(lua_State *L, const char *what)
 
 	if (!v)
 		luaL_typeerror(L, 1, "ublk request buffer (req.buf)");
-	if (!live(v))
+	if (!request_live(v))
 		luaL_error(L, "%s: the request was already answered: its buffer is gone", what);
 	return v;
 }

@@ -333,8 +333,7 @@ function Device:stop()
     if not res and e ~= core.errno.ENODEV then ok, msg, errno = nil, m, e end
   end
   self:_stop_queues() -- answers EIO for anything Lua still holds
-  if data.sched then data.sched.alarm = true end -- a run() dispatching it looks up what happened
-  data.sched = nil
+  data.sched = nil -- a run() dispatching it sees that and looks up what happened
   if data.started then os.remove(record_path(id)) end
   data.started = false
   return ok, msg, errno
@@ -366,9 +365,9 @@ function Device:run()
     if sched then
       sched.alarm = false
       sched:dispatch(-1)
-      -- a signal, the device's end, or a handler that stopped or deleted it (stop() raises the
-      -- alarm): only then ask what happened, not after every batch
-      if sched.alarm then what, signo = self:_wait(0, catcher:fd()) end
+      -- a signal or the device's end (the alarms), or a handler that stopped or deleted the device
+      -- (its scheduler is gone): only then ask what happened, not after every batch
+      if sched.alarm or data.sched ~= sched then what, signo = self:_wait(0, catcher:fd()) end
     else
       what, signo = self:_wait(-1, catcher:fd())
     end
@@ -377,7 +376,7 @@ function Device:run()
     elseif what == "ended" then
       reason = "stopped"
     end
-  until reason or (not sched or sched.alarm) and not self:_owned()
+  until reason or (not sched or sched.alarm or data.sched ~= sched) and not self:_owned()
   if sched then sched:alarms_off() end -- the stop's own dispatches must not wake for these (a second Ctrl-C)
   local ok, msg, errno = self:delete()
   if not ok then return nil, msg, errno end

@@ -33,6 +33,11 @@ end
 local buffer_kind = { ADD_DEV = "dev_info", GET_DEV_INFO = "dev_info", GET_DEV_INFO2 = "dev_info",
   SET_PARAMS = "params", GET_PARAMS = "params" }
 
+--- The control node's path: $UBLK_CONTROL (the specs point it elsewhere), or /dev/ublk-control.
+function M.path()
+  return os.getenv("UBLK_CONTROL") or "/dev/ublk-control"
+end
+
 --- What a failed open of a ublk node means (module missing, no devtmpfs, permissions), or msg.
 function M.explain_open(path, msg, errno)
   local E = core.errno
@@ -52,7 +57,7 @@ end
 -- @return control, or nil, message, errno
 function M.get()
   if state.control then return state.control end
-  local path = os.getenv("UBLK_CONTROL") or "/dev/ublk-control"
+  local path = M.path()
   local c, msg, errno = core.open_control(path)
   if not c then return nil, M.explain_open(path, msg, errno), errno end
   state.control = c

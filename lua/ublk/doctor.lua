@@ -2,6 +2,7 @@
 -- verdict and, when it fails, the fix.
 -- @module ublk.doctor
 local core = require("ublk.core")
+local control = require("ublk.control")
 
 local M = {}
 
@@ -58,7 +59,7 @@ function M.run(ublk, state)
   })[mod]
   check("module", mod == "loaded" or mod == "builtin", mod_detail)
 
-  local path = os.getenv("UBLK_CONTROL") or "/dev/ublk-control"
+  local path = control.path()
   local ctl, ctl_msg, ctl_errno = core.open_control(path)
   if not ctl and ctl_errno == core.errno.ENOENT then
     ctl_msg = ("%s does not exist: %s"):format(path, mod == "missing" and "no ublk driver (see module)"

@@ -7,9 +7,7 @@ describe("rockspec", function()
   teardown(function() os.execute("rm -rf '" .. tree .. "'") end)
 
   it("lists every C source and every Lua module of the checkout", function()
-    local f = assert(io.open("rockspec/ublk-scm-1.rockspec"))
-    local spec = f:read("a")
-    f:close()
+    local spec = assert(run.slurp("rockspec/ublk-scm-1.rockspec"))
     local p = io.popen("ls csrc/*.c csrc/targets/*.c lua/ublk.lua lua/ublk/*.lua")
     local n = 0
     for path in p:lines() do

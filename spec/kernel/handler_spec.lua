@@ -262,6 +262,9 @@ describe("Lua handlers on the real driver", function()
       assert.has_error(function() kept.req.offset = 0 end,
         "req.offset: a request's fields cannot be set (keep what you need in a table keyed by req)")
       assert.are.equal(24576, kept.req.offset) -- the fields outlive the answer (failure reports use them)
+      assert.are.equal("ublk.request", getmetatable(kept.req))
+      local index = debug.getmetatable(kept.req).__index -- reachable only through the debug library
+      assert.has_error(function() index(io.stdout, "op") end, "req.field: not a ublk request")
     end)
   end)
 

@@ -182,8 +182,7 @@ describe("serving I/O on the real driver", function()
       assert.is_true(ublk.core.monotonic() - t1 < 20, "delete did not hang")
       local code
       repeat
-        local f = io.open(status)
-        if f then code = tonumber(f:read("a")); f:close() end
+        code = tonumber(run.slurp(status) or "")
         if not code then ublk.core.sleep(0.1) end
       until code or ublk.core.monotonic() - t1 > 30
       assert.is_not_nil(code, "fio ended")
@@ -278,9 +277,8 @@ describe("serving I/O on the real driver", function()
       code, out, err = run.ublk("del " .. id)
       assert.are.equal(0, code, err)
       assert.matches("deleted ublk device " .. id, out)
-      local stat = io.open("/proc/" .. pid .. "/stat")
-      local st = stat and stat:read("a"):match("^%d+ %b() (%a)")
-      if stat then stat:close() end
+      local stat = run.slurp("/proc/" .. pid .. "/stat")
+      local st = stat and stat:match("^%d+ %b() (%a)")
       assert.is_true(st == nil or st == "Z", "the server exited (state " .. tostring(st) .. ")")
       no_devices_left()
       os.remove(img)

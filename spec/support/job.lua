@@ -18,7 +18,7 @@ Job.__index = Job
 function M.start(cmd, ours)
   count = count + 1
   local base = ("%s/job-%s-%d"):format(TMP, core.getpid(), count)
-  local env = ours and "env LUA_PATH='lua/?.lua;lua/?/init.lua;;' " .. run.cpath_env() or run.PLAIN_ENV
+  local env = ours and run.ours_env() or run.PLAIN_ENV
   local script = ("(%s) </dev/null >%s.out 2>%s.err; echo $? >%s.rc.tmp; mv %s.rc.tmp %s.rc"):format(
     cmd, base, base, base, base, base)
   assert(os.execute(("%s setsid sh -c %s >/dev/null 2>&1 & echo $! >%s.pid"):format(env, quote(script), base)))

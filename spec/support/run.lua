@@ -25,6 +25,11 @@ function M.cpath_env()
   return cpath and ("LUA_CPATH='%s;;'"):format(cpath) or ""
 end
 
+--- `env LUA_PATH=... LUA_CPATH=...`: this checkout's Lua modules and the specs' build of ublk.core.
+function M.ours_env()
+  return "env LUA_PATH='lua/?.lua;lua/?/init.lua;;' " .. M.cpath_env()
+end
+
 function M.run(cmd)
   local out, err = os.tmpname(), os.tmpname()
   local ok, how, code = os.execute(("(%s) </dev/null >%s 2>%s"):format(cmd, out, err))
