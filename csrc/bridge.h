@@ -40,6 +40,7 @@ struct ublk_bridge {
 	struct ublk_handoff_req *taken;  /* the batch _run works through: taken[pos..n) still to run */
 	size_t pos, n;
 	struct ublk_handoff_req *closing; /* scratch for abandon */
+	struct ublk_handoff_req *pumped;  /* scratch for reaping an inline queue (depth) */
 	struct ublk_remote_done *done;   /* q * depth + i: answers not yet sent */
 	int *nr_done;
 	uint64_t requests, batches, errors, passed; /* batches: takes that found requests */

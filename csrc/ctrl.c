@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -142,14 +143,30 @@ int ublk_ctrl_run(struct ublk_ctrl *c, const unsigned char image[128], int *from
 	return res;
 }
 
-int ublk_ctrl_device_command(struct ublk_ctrl *c, unsigned nr, unsigned dir, __u32 dev_id)
+int ublk_ctrl_device_command(struct ublk_ctrl *c, unsigned nr, unsigned dir, __u32 dev_id,
+			     void (*idle)(void *), void *arg)
 {
 	struct ublksrv_ctrl_cmd header;
 	unsigned char image[128];
+	__u64 tag;
+	int ret, res;
 
 	memset(&header, 0, sizeof(header));
 	header.dev_id = dev_id;
 	header.queue_id = (__u16)-1;
 	ublk_ctrl_prep(image, c->fd, c->legacy ? nr : UBLK_U_CMD(dir, nr), &header);
-	return ublk_ctrl_run(c, image, NULL);
+	if (!idle)
+		return ublk_ctrl_run(c, image, NULL);
+	ret = ublk_ctrl_submit(c, image, &tag);
+	if (ret < 0)
+		return ret;
+	for (;;) {
+		struct pollfd p = { .fd = c->ring.ring_fd, .events = POLLIN };
+
+		ret = ublk_ctrl_reap(c, tag, 0, &res);
+		if (ret != 0)
+			return ret < 0 ? ret : res;
+		idle(arg);
+		poll(&p, 1, 1); /* the answer, or a millisecond for idle's next turn */
+	}
 }

@@ -50,7 +50,10 @@ int ublk_ctrl_submit(struct ublk_ctrl *c, const unsigned char sqe[128], __u64 *t
 int ublk_ctrl_reap(struct ublk_ctrl *c, __u64 tag, int wait, int *res);
 
 /* A bufferless command about one device (STOP_DEV, DEL_DEV...) for callers that need no trace: the
- * legacy number or the ioctl encoding (direction dir), as the ring was told. The CQE's res. */
-int ublk_ctrl_device_command(struct ublk_ctrl *c, unsigned nr, unsigned dir, __u32 dev_id);
+ * legacy number or the ioctl encoding (direction dir), as the ring was told. The CQE's res. While
+ * the kernel works, idle(arg) runs every millisecond when given (a device whose queue rings only
+ * this thread reaps must go on answering them, or a STOP_DEV waiting for them never ends). */
+int ublk_ctrl_device_command(struct ublk_ctrl *c, unsigned nr, unsigned dir, __u32 dev_id,
+			     void (*idle)(void *), void *arg);
 
 #endif

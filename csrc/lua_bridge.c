@@ -20,6 +20,7 @@
 #define EV_HANDOFF (1ULL << 32)
 #define EV_TIMER (2ULL << 32)
 #define EV_FD (3ULL << 32)
+#define EV_RING (4ULL << 32)
 
 /* While a dispatch runs, a queue's answers go back at its end (_flush), or once this many wait:
  * each send that finds the queue's list empty is a write(2) on its door and a wake-up of its
@@ -31,7 +32,9 @@ static void flush_queue(struct ublk_bridge *b, int q)
 {
 	if (!b->nr_done[q])
 		return;
-	if (b->srv)
+	if (b->srv && b->srv->inline_lua)
+		ublk_queue_inline_commit(b->srv->queues[q], b->done + (size_t)q * (size_t)b->depth, b->nr_done[q]);
+	else if (b->srv)
 		ublk_queue_complete_remote_batch(b->srv->queues[q], b->done + (size_t)q * (size_t)b->depth, b->nr_done[q]);
 	b->nr_done[q] = 0;
 }
@@ -52,6 +55,48 @@ void ublk_bridge_answer(struct ublk_bridge *b, int q_id, int tag, int result, in
 		b->errors++;
 	if (!b->batching || b->nr_done[q_id] >= ANSWER_EVERY)
 		flush_queue(b, q_id);
+}
+
+int ublk_bridge_watch_rings(struct ublk_bridge *b)
+{
+	struct epoll_event ev;
+	int q;
+
+	if (!b || !b->srv || !b->srv->inline_lua || b->epfd < 0)
+		return 0;
+	for (q = 0; q < b->nr_queues; q++) {
+		memset(&ev, 0, sizeof(ev));
+		ev.events = EPOLLIN;
+		ev.data.u64 = EV_RING | (uint64_t)q;
+		if (epoll_ctl(b->epfd, EPOLL_CTL_ADD, b->srv->queues[q]->ring.ring_fd, &ev) < 0)
+			return -errno;
+	}
+	return 0;
+}
+
+void ublk_bridge_pump(struct ublk_bridge *b)
+{
+	struct ublk_server *s = b ? b->srv : NULL;
+	int q, i, n, ended;
+
+	if (!s || !s->inline_lua || !s->running)
+		return;
+	for (q = 0; q < b->nr_queues; q++) {
+		n = ublk_queue_inline_reap(s->queues[q], b->pumped, &ended);
+		if (ended)
+			ublk_server_queue_ended(s);
+		if (n > 0 && ublk_handoff_push(&s->handoff, b->pumped, n) < 0) {
+			/* the Lua side is closing: answer them here */
+			struct ublk_remote_done d;
+
+			for (i = 0; i < n; i++) {
+				d.tag = b->pumped[i].tag;
+				d.pass = 0;
+				d.result = -EIO;
+				ublk_queue_inline_commit(s->queues[q], &d, 1);
+			}
+		}
+	}
 }
 
 static void flush_all(struct ublk_bridge *b)
@@ -116,6 +161,7 @@ void ublk_bridge_free(struct ublk_bridge *b)
 	free(b->slots);
 	free(b->taken);
 	free(b->closing);
+	free(b->pumped);
 	free(b->done);
 	free(b->nr_done);
 	free(b);
@@ -141,9 +187,10 @@ int ublk_bridge_attach(struct device_handle *d, int hooks_pass)
 	b->slots = calloc(n, sizeof(b->slots[0]));
 	b->taken = calloc(n, sizeof(b->taken[0]));
 	b->closing = calloc(n, sizeof(b->closing[0]));
+	b->pumped = calloc((size_t)s->depth, sizeof(b->pumped[0]));
 	b->done = calloc(n, sizeof(b->done[0]));
 	b->nr_done = calloc((size_t)s->nr_queues, sizeof(b->nr_done[0]));
-	if (!b->slots || !b->taken || !b->closing || !b->done || !b->nr_done) {
+	if (!b->slots || !b->taken || !b->closing || !b->pumped || !b->done || !b->nr_done) {
 		ret = -ENOMEM;
 		goto fail;
 	}
@@ -343,6 +390,7 @@ static int l_run(lua_State *L)
 	if (b->pos == b->n) {
 		size_t i;
 
+		ublk_bridge_pump(b);
 		b->n = ublk_handoff_take(&b->srv->handoff, b->taken);
 		b->edge_unanswered = 0;
 		b->pos = 0;
@@ -459,6 +507,7 @@ static int l_poll(lua_State *L)
 
 	b->batching++; /* first: the dispatch's _flush runs even if what follows raises */
 	luaL_checktype(L, 3, LUA_TTABLE);
+	ublk_bridge_pump(b);
 	if (b->srv && (ublk_handoff_pending(&b->srv->handoff) || b->pos < b->n)) {
 		reqs = 1; /* listed without a knock to come (handoff.h): no waiting */
 		timeout = 0;
@@ -471,6 +520,8 @@ static int l_poll(lua_State *L)
 		if (what == EV_HANDOFF) {
 			reqs = 1;
 			b->edge_unanswered = 1;
+		} else if (what == EV_RING) {
+			reqs = 1;
 		} else if (what == EV_TIMER) {
 			uint64_t expirations;
 

@@ -261,9 +261,9 @@ static int l_device_gc(lua_State *L)
 	ublk_device_stop_server(d);
 	if (d->ctrl && d->dev_id >= 0) {
 		if (served && !d->ctrl->legacy) /* DEL_DEV_ASYNC has no legacy number */
-			ublk_ctrl_device_command(d->ctrl, UBLK_CMD_DEL_DEV_ASYNC, _IOC_READ, (__u32)d->dev_id);
+			ublk_ctrl_device_command(d->ctrl, UBLK_CMD_DEL_DEV_ASYNC, _IOC_READ, (__u32)d->dev_id, NULL, NULL);
 		else
-			ublk_ctrl_device_command(d->ctrl, UBLK_CMD_DEL_DEV, _IOC_READ | _IOC_WRITE, (__u32)d->dev_id);
+			ublk_ctrl_device_command(d->ctrl, UBLK_CMD_DEL_DEV, _IOC_READ | _IOC_WRITE, (__u32)d->dev_id, NULL, NULL);
 		d->dev_id = -1;
 	}
 	if (d->ctrl) {

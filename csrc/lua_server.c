@@ -34,6 +34,13 @@ static void free_data_plane(struct device_handle *d)
 	ublk_bridge_detach(d->bridge);
 }
 
+/* While STOP_DEV waits: the requests an inline queue's ring brings now are answered EIO (the bridge
+ * was abandoned), since no queue thread is there to answer them. */
+static void answer_inline(void *arg)
+{
+	ublk_bridge_pump(arg);
+}
+
 void ublk_device_stop_server(struct device_handle *d)
 {
 	if (!d->srv)
@@ -42,7 +49,8 @@ void ublk_device_stop_server(struct device_handle *d)
 	ublk_bridge_abandon(d->bridge);
 	/* STOP_DEV first: in-flight requests are still served while the disk goes away */
 	if (d->srv->running && d->ctrl && d->dev_id >= 0)
-		ublk_ctrl_device_command(d->ctrl, UBLK_CMD_STOP_DEV, _IOC_READ | _IOC_WRITE, (__u32)d->dev_id);
+		ublk_ctrl_device_command(d->ctrl, UBLK_CMD_STOP_DEV, _IOC_READ | _IOC_WRITE, (__u32)d->dev_id,
+					 d->srv->inline_lua ? answer_inline : NULL, d->bridge);
 	free_data_plane(d);
 }
 
@@ -99,6 +107,9 @@ static int l_serve(lua_State *L)
 	cfg.tgt.read_only = lua_toboolean(L, -1);
 	lua_pop(L, 2);
 	cfg.hook_mask = (unsigned)opt_field(L, 2, "hooks", 0);
+	lua_getfield(L, 2, "inline");
+	cfg.inline_lua = lua_toboolean(L, -1);
+	lua_pop(L, 1);
 	lua_getfield(L, 2, "hooks_pass");
 	hooks_pass = lua_toboolean(L, -1);
 	lua_pop(L, 1);
@@ -172,6 +183,9 @@ static int l_start_queues(lua_State *L)
 	free(has);
 	if (ret < 0)
 		return ublk_lua_fail(L, why, -ret);
+	ret = ublk_bridge_watch_rings(d->bridge);
+	if (ret < 0)
+		return ublk_lua_fail(L, "epoll_ctl (watching the queue rings)", -ret);
 	d->was_served = 1;
 	lua_pushboolean(L, 1);
 	return 1;

@@ -324,7 +324,7 @@ static void handle_cqe(struct ublk_queue *q, const struct io_uring_cqe *cqe)
 
 /* The ring: SINGLE_ISSUER | DEFER_TASKRUN keeps completions from interrupting the thread (task work
  * runs when it waits), COOP_TASKRUN where DEFER is missing; the char device is a fixed file. */
-static int ring_setup(struct ublk_queue *q, const char **why)
+static int ring_setup(struct ublk_queue *q, const char **why, int polled)
 {
 	const struct ublk_target *t = &q->srv->tgt;
 	unsigned entries = (unsigned)q->depth * (1U + (unsigned)t->ops->sqes_per_io) + 2;
@@ -338,7 +338,9 @@ static int ring_setup(struct ublk_queue *q, const char **why)
 	unsigned i;
 	int ret = -EINVAL;
 
-	for (i = 0; i < sizeof(tries) / sizeof(tries[0]); i++) {
+	/* a ring the Lua thread polls through epoll: its task work must run without io_uring_enter
+	 * (DEFER_TASKRUN would not), so no DEFER_TASKRUN */
+	for (i = polled ? 2 : 0; i < sizeof(tries) / sizeof(tries[0]); i++) {
 		struct io_uring_params p;
 
 		memset(&p, 0, sizeof(p));
@@ -412,7 +414,7 @@ void *ublk_queue_main(void *arg)
 
 	if (q->has_cpus)
 		pthread_setaffinity_np(pthread_self(), sizeof(q->cpus), &q->cpus); /* a hint: ignore refusal */
-	ret = ring_setup(q, &why);
+	ret = ring_setup(q, &why, 0);
 	if (ret < 0)
 		goto fail;
 	arm_door(q);
@@ -440,4 +442,107 @@ fail:
 	ublk_server_queue_ready(q->srv, ret, why);
 	ublk_server_queue_ended(q->srv);
 	return NULL;
+}
+
+/* ---- inline queues: the Lua thread is the queue's daemon (no thread, no door, no hand-off) ---- */
+
+int ublk_queue_inline_start(struct ublk_queue *q, const char **why)
+{
+	int tag, ret = ring_setup(q, why, 1);
+
+	if (ret < 0)
+		goto fail;
+	for (tag = 0; tag < q->depth; tag++)
+		queue_cmd(q, tag, UBLK_IO_FETCH_REQ, -1);
+	ret = io_uring_submit(&q->ring);
+	if (ret >= 0)
+		ret = fetch_failed(q);
+	if (ret < 0) {
+		*why = "FETCH_REQ";
+		goto fail;
+	}
+	return 0;
+fail:
+	if (q->ring_ready) {
+		io_uring_queue_exit(&q->ring);
+		q->ring_ready = 0;
+	}
+	return ret;
+}
+
+int ublk_queue_inline_reap(struct ublk_queue *q, struct ublk_handoff_req *out, int *ended)
+{
+	struct io_uring_cqe *cqe;
+	struct timespec now;
+	uint64_t ns;
+	unsigned head, n = 0;
+	int nr = 0, was_stopping = q->kernel_stopping && q->cmd_inflight == 0;
+
+	*ended = 0;
+	if (!q->ring_ready)
+		return 0;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	ns = (uint64_t)now.tv_sec * 1000000000ULL + (uint64_t)now.tv_nsec;
+	io_uring_for_each_cqe(&q->ring, head, cqe) {
+		int tag = UD_TAG(cqe->user_data);
+
+		n++;
+		if (UD_KIND(cqe->user_data) != UD_CMD)
+			continue;
+		q->ios[tag].flags &= ~IO_CMD_INFLIGHT;
+		q->cmd_inflight--;
+		if (cqe->res == UBLK_IO_RES_OK) {
+			struct ublksrv_io_desc iod = q->descs[tag];
+			unsigned op = ublksrv_get_op(&iod);
+
+			if (q->tgt->read_only &&
+			    (op == UBLK_IO_OP_WRITE || op == UBLK_IO_OP_DISCARD || op == UBLK_IO_OP_WRITE_ZEROES)) {
+				ublk_queue_complete(q, tag, -EROFS);
+				continue;
+			}
+			out[nr].q_id = (uint16_t)q->q_id;
+			out[nr].tag = (uint16_t)tag;
+			out[nr].pad = 0;
+			out[nr].iod = iod;
+			out[nr].received_ns = ns;
+			nr++;
+		} else {
+			if (cqe->res != UBLK_IO_RES_ABORT && !q->stats.cmd_error)
+				QUEUE_STAT_SET(q, cmd_error, cqe->res);
+			q->ios[tag].flags |= IO_ABORTED;
+			q->kernel_stopping = 1;
+		}
+	}
+	io_uring_cq_advance(&q->ring, n);
+	if (n)
+		QUEUE_STAT_ADD(q, wakeups, 1);
+	if (io_uring_sq_ready(&q->ring)) {
+		int ret = io_uring_submit(&q->ring);
+		if (ret > 0)
+			QUEUE_STAT_ADD(q, submits, (uint64_t)ret);
+	}
+	*ended = !was_stopping && q->kernel_stopping && q->cmd_inflight == 0;
+	return nr;
+}
+
+int ublk_queue_inline_commit(struct ublk_queue *q, const struct ublk_remote_done *done, int n)
+{
+	int i, ret;
+
+	if (!q->ring_ready)
+		return 0;
+	for (i = 0; i < n; i++)
+		ublk_queue_complete(q, done[i].tag, done[i].pass ? -EIO : done[i].result);
+	ret = io_uring_submit(&q->ring);
+	if (ret > 0)
+		QUEUE_STAT_ADD(q, submits, (uint64_t)ret);
+	return ret < 0 ? ret : 0;
+}
+
+void ublk_queue_inline_stop(struct ublk_queue *q)
+{
+	if (q->ring_ready) {
+		io_uring_queue_exit(&q->ring); /* cancels the FETCHes still with the kernel */
+		q->ring_ready = 0;
+	}
 }

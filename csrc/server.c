@@ -55,6 +55,7 @@ int ublk_server_new(struct ublk_server **out, const struct ublk_server_config *c
 	s->depth = cfg->depth;
 	s->buf_size = cfg->buf_size;
 	s->legacy = cfg->legacy;
+	s->inline_lua = cfg->inline_lua;
 	s->cdev_fd = -1;
 	s->notify = -1;
 	s->tgt.fd = -1;
@@ -148,6 +149,18 @@ int ublk_server_start(struct ublk_server *s, const cpu_set_t *cpus, const int *h
 		return -EALREADY;
 	}
 	s->started = 1; /* once, on a server fresh from calloc: its counters start at zero */
+	if (s->inline_lua) {
+		for (q = 0; q < s->nr_queues; q++) {
+			ret = ublk_queue_inline_start(s->queues[q], why);
+			if (ret < 0)
+				break;
+		}
+		s->nr_ready = q;
+		s->running = 1;
+		if (ret < 0)
+			ublk_server_stop(s);
+		return ret;
+	}
 	/* Queue threads take no signals: SIGINT/SIGTERM go to the Lua thread, which stops them. */
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
@@ -187,6 +200,12 @@ void ublk_server_stop(struct ublk_server *s)
 
 	if (!s->running)
 		return;
+	if (s->inline_lua) {
+		for (q = 0; q < s->nr_queues; q++)
+			ublk_queue_inline_stop(s->queues[q]);
+		s->running = 0;
+		return;
+	}
 	for (q = 0; q < s->nr_queues; q++)
 		if (s->queues[q] && s->queues[q]->thread_started)
 			ublk_queue_request_stop(s->queues[q]);

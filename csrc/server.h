@@ -30,6 +30,7 @@ struct ublk_server {
 	const char *first_why;  /* and what it was doing */
 	int running;            /* threads were started and not yet joined */
 	int started;            /* ublk_server_start ran: queues keep their state, so never twice */
+	int inline_lua;         /* no queue threads: the Lua thread owns the queue rings (queue.h) */
 	struct ublk_queue **queues;
 };
 
@@ -41,6 +42,7 @@ struct ublk_server_config {
 	int legacy;
 	int open_timeout_ms; /* how long to retry ENOENT/EACCES/EBUSY on /dev/ublkcN */
 	unsigned hook_mask;  /* 1 << UBLK_IO_OP_*: ops handed to the Lua thread */
+	int inline_lua;      /* the Lua thread owns the queue rings (pure Lua handlers only) */
 	struct ublk_target_config tgt;
 };
 

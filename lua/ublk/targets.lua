@@ -15,6 +15,7 @@ M.keys = {
   { "handler", "a table of Lua functions by op (read, write, flush, discard, write_zeroes): the device is written in Lua" },
   { "hooks", "a table of Lua functions by op on a C target: those ops go to Lua first" },
   { "log", "a function(line) for handler failures (default: stderr)" },
+  { "queue_threads", "handler: true puts a thread on each queue that hands requests to the Lua thread (default false: the Lua thread serves the queues' rings itself)" },
 }
 local own = {}
 for _, k in ipairs(M.keys) do own[k[1]] = true end
@@ -43,7 +44,13 @@ function M.prepare(opts)
   if tgt.log ~= nil and tgt.handler == nil and tgt.hooks == nil then
     fail("log", tgt.log, "logs failing handlers and hooks: give handler = {...} or hooks = {...} with it")
   end
+  if tgt.queue_threads ~= nil and type(tgt.queue_threads) ~= "boolean" then
+    fail("queue_threads", tgt.queue_threads, "must be true or false")
+  end
   if tgt.handler ~= nil then return M.prepare_handler(dev, tgt) end
+  if tgt.queue_threads ~= nil then
+    fail("queue_threads", tgt.queue_threads, "only a device written in Lua (handler = {...}) takes it: C targets and hooks always have queue threads")
+  end
   local name = tgt.target
   if tgt.hooks ~= nil then
     if name == nil then fail("hooks", tgt.hooks, "hook a C target: give target = 'null', 'ram' or 'file' (or write the device with handler = {...})") end
@@ -129,7 +136,7 @@ function M.prepare_handler(dev, tgt)
     needs("max_discard", "discard")
     needs("max_write_zeroes", "write_zeroes")
   end
-  return dev, { target = "lua", handler = h, log = tgt.log }
+  return dev, { target = "lua", handler = h, log = tgt.log, queue_threads = tgt.queue_threads or false }
 end
 
 --- The file target: probe the backing store, create it when missing and a size is given, and derive
