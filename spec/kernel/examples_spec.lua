@@ -54,6 +54,18 @@ describe("examples", function()
     assert.are.equal("", err)
   end)
 
+  it("ramdisk.lua: a STOP_DEV from another process ends its run() (the kernel aborts the rings it serves)", function()
+    local j, id, path = start("ramdisk.lua 16M 1 16")
+    sh(("dd if=/dev/urandom of=%s bs=64k count=4 oflag=direct 2>/dev/null"):format(path))
+    -- not `ublk del`, which asks the server to stop with SIGTERM: the kernel alone tells it here
+    assert(require("ublk.control").command("STOP_DEV", { dev_id = id }))
+    local code, out, err = j:wait(60)
+    j:cleanup()
+    assert.are.equal(0, code, err)
+    assert.matches("stopped %(stopped%) and deleted; 64 blocks were written\n$", out)
+    assert.are.same({}, kernel.ublk_devices())
+  end)
+
   describe("cow.lua", function()
     local base = TMP .. "/cow-base.img"
     after_each(function() os.remove(base) end)

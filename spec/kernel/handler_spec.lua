@@ -69,26 +69,31 @@ describe("Lua handlers on the real driver", function()
   end)
 
   describe("a device written in Lua", function()
-    it("passes fio verification over both queues, 512 B to 512 KiB, depth 1 to 64, hand-offs batched", function()
-      local h = sector_store()
-      local dev <close> = assert(ublk.new { size = "32M", queues = 2, depth = 64, handler = h })
-      assert(dev:start())
-      disk.fio_ok(ok_serving(dev, fio_command(dev.path, { rw = "randwrite", bs = "512-512k", depth = 64, jobs = 2 })))
-      disk.fio_ok(ok_serving(dev, fio_command(dev.path, { rw = "write", bs = "64k", depth = 1, jobs = 2, size = "4m" })))
-      local st = dev:stats()
-      local sum = 0
-      for q, s in ipairs(st.queues) do
-        assert.is_true(s.requests > 0, "queue " .. q .. " served")
-        assert.are.equal(0, s.errors)
-        sum = sum + s.requests
-      end
-      -- every request went to Lua (the table has read and write; the kernel sends nothing else)
-      assert.are.equal(sum, st.lua.requests)
-      assert.are.equal(0, st.lua.errors)
-      assert.are.equal(0, st.lua.held)
-      assert.is_true(st.lua.batches < st.lua.requests, ("hand-offs carry several requests: %d requests in %d batches")
-        :format(st.lua.requests, st.lua.batches))
-    end)
+    for _, threaded in ipairs { false, true } do
+      it(("passes fio verification over both queues, 512 B to 512 KiB, depth 1 to 64, hand-offs batched (%s)")
+        :format(threaded and "queue_threads = true: a thread per queue" or "the Lua thread serves the queue rings"), function()
+        local before = threads()
+        local h = sector_store()
+        local dev <close> = assert(ublk.new { size = "32M", queues = 2, depth = 64, handler = h, queue_threads = threaded })
+        assert(dev:start())
+        assert.are.equal(before + (threaded and 2 or 0), (threads()))
+        disk.fio_ok(ok_serving(dev, fio_command(dev.path, { rw = "randwrite", bs = "512-512k", depth = 64, jobs = 2 })))
+        disk.fio_ok(ok_serving(dev, fio_command(dev.path, { rw = "write", bs = "64k", depth = 1, jobs = 2, size = "4m" })))
+        local st = dev:stats()
+        local sum = 0
+        for q, s in ipairs(st.queues) do
+          assert.is_true(s.requests > 0, "queue " .. q .. " served")
+          assert.are.equal(0, s.errors)
+          sum = sum + s.requests
+        end
+        -- every request went to Lua (the table has read and write; the kernel sends nothing else)
+        assert.are.equal(sum, st.lua.requests)
+        assert.are.equal(0, st.lua.errors)
+        assert.are.equal(0, st.lua.held)
+        assert.is_true(st.lua.batches < st.lua.requests, ("hand-offs carry several requests: %d requests in %d batches")
+          :format(st.lua.requests, st.lua.batches))
+      end)
+    end
 
     it("answers what a handler returns: nothing, a string, a byte count, an errno name or number, or EIO", function()
       local mode, seen, log = nil, {}, {}
