@@ -479,8 +479,8 @@ int ublk_queue_inline_reap(struct ublk_queue *q, struct ublk_handoff_req *out, i
 	int nr = 0, was_stopping = q->kernel_stopping && q->cmd_inflight == 0;
 
 	*ended = 0;
-	if (!q->ring_ready)
-		return 0;
+	if (!q->ring_ready || !io_uring_cq_ready(&q->ring))
+		return 0; /* each dispatch looks twice (its poll and its run): most looks find nothing */
 	clock_gettime(CLOCK_MONOTONIC, &now);
 	ns = (uint64_t)now.tv_sec * 1000000000ULL + (uint64_t)now.tv_nsec;
 	io_uring_for_each_cqe(&q->ring, head, cqe) {
