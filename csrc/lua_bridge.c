@@ -514,6 +514,12 @@ static int l_poll(lua_State *L)
 	}
 	/* stopped (descriptors closed): nothing will come */
 	n = b->epfd < 0 ? 0 : epoll_wait(b->epfd, ev, 64, ublk_timeout_ms(timeout));
+	if (n < 0 && errno == EINTR && b->srv && b->srv->inline_lua) {
+		/* the kernel's completions for the Lua thread's own rings interrupt the wait (task work
+		 * that runs on the way out): they are in the rings now */
+		ublk_bridge_pump(b);
+		reqs = reqs || ublk_handoff_pending(&b->srv->handoff);
+	}
 	for (i = 0; i < n; i++) {
 		uint64_t what = ev[i].data.u64 & ~0xffffffffULL;
 
