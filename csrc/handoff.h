@@ -20,7 +20,7 @@ struct ublk_handoff_req {
 	uint16_t tag;
 	uint32_t pad;
 	struct ublksrv_io_desc iod; /* as the queue thread read it */
-	uint64_t received_ns;       /* CLOCK_MONOTONIC when its wake-up's batch was handed over */
+	uint64_t received_ns;       /* CLOCK_MONOTONIC when its batch was handed over (or reaped, inline) */
 };
 
 struct ublk_handoff {

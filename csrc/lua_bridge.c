@@ -77,7 +77,7 @@ int ublk_bridge_watch_rings(struct ublk_bridge *b)
 void ublk_bridge_pump(struct ublk_bridge *b)
 {
 	struct ublk_server *s = b ? b->srv : NULL;
-	int q, i, n, ended;
+	int q, i, n, ret, ended;
 
 	if (!s || !s->inline_lua || !s->running)
 		return;
@@ -85,7 +85,12 @@ void ublk_bridge_pump(struct ublk_bridge *b)
 		n = ublk_queue_inline_reap(s->queues[q], b->pumped, &ended);
 		if (ended)
 			ublk_server_queue_ended(s);
-		if (n > 0 && ublk_handoff_push(&s->handoff, b->pumped, n) < 0) {
+		ret = n > 0 ? ublk_handoff_push(&s->handoff, b->pumped, n) : 0;
+		if (ret > 0) {
+			/* the list was empty: as after a knock's edge, _flush knocks if this dispatch ends
+			 * with them still listed (a nested _run leaves them), so dev:fd() polls readable */
+			b->edge_unanswered = 1;
+		} else if (ret < 0) {
 			/* the Lua side is closing: answer them here */
 			struct ublk_remote_done d;
 
@@ -97,6 +102,18 @@ void ublk_bridge_pump(struct ublk_bridge *b)
 			}
 		}
 	}
+}
+
+int ublk_bridge_unsent(const struct ublk_bridge *b)
+{
+	int q;
+
+	if (!b || !b->srv || !b->srv->inline_lua || !b->srv->running)
+		return 0;
+	for (q = 0; q < b->nr_queues; q++)
+		if (ublk_queue_inline_unsent(b->srv->queues[q]))
+			return 1;
+	return 0;
 }
 
 static void flush_all(struct ublk_bridge *b)
@@ -508,6 +525,8 @@ static int l_poll(lua_State *L)
 	b->batching++; /* first: the dispatch's _flush runs even if what follows raises */
 	luaL_checktype(L, 3, LUA_TTABLE);
 	ublk_bridge_pump(b);
+	if (ublk_bridge_unsent(b) && (timeout < 0 || timeout > 0.001))
+		timeout = 0.001; /* answers a failed submit left in a ring: try again soon, whatever comes */
 	if (b->srv && (ublk_handoff_pending(&b->srv->handoff) || b->pos < b->n)) {
 		reqs = 1; /* listed without a knock to come (handoff.h): no waiting */
 		timeout = 0;

@@ -39,6 +39,8 @@ int ublk_bridge_abandon(struct ublk_bridge *b);
  * for other devices), and reap them into the hand-off. */
 int ublk_bridge_watch_rings(struct ublk_bridge *b);
 void ublk_bridge_pump(struct ublk_bridge *b);
+/* Whether an inline queue holds answers a failed submit left unsent (the next pump sends them). */
+int ublk_bridge_unsent(const struct ublk_bridge *b);
 /* After the server is freed; then, at the device's end, free. */
 void ublk_bridge_detach(struct ublk_bridge *b);
 void ublk_bridge_free(struct ublk_bridge *b);

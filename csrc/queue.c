@@ -479,7 +479,7 @@ int ublk_queue_inline_reap(struct ublk_queue *q, struct ublk_handoff_req *out, i
 	int nr = 0, was_stopping = q->kernel_stopping && q->cmd_inflight == 0;
 
 	*ended = 0;
-	if (!q->ring_ready || !io_uring_cq_ready(&q->ring))
+	if (!q->ring_ready || (!io_uring_cq_ready(&q->ring) && !io_uring_sq_ready(&q->ring)))
 		return 0; /* each dispatch looks twice (its poll and its run): most looks find nothing */
 	clock_gettime(CLOCK_MONOTONIC, &now);
 	ns = (uint64_t)now.tv_sec * 1000000000ULL + (uint64_t)now.tv_nsec;
@@ -545,4 +545,9 @@ void ublk_queue_inline_stop(struct ublk_queue *q)
 		io_uring_queue_exit(&q->ring); /* cancels the FETCHes still with the kernel */
 		q->ring_ready = 0;
 	}
+}
+
+int ublk_queue_inline_unsent(struct ublk_queue *q)
+{
+	return q->ring_ready && io_uring_sq_ready(&q->ring) > 0;
 }

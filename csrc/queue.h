@@ -111,11 +111,14 @@ void ublk_queue_request_stop(struct ublk_queue *q);
 
 /* Inline queues (server.h: inline_lua): the Lua thread owns the ring. Start: ring and FETCH_REQ for
  * every tag. Reap: the requests the kernel handed over, into out (room for depth); *ended once the
- * kernel aborted every tag. Commit: answers, submitted at once. Stop: the ring goes. */
+ * kernel aborted every tag. Commit: answers, submitted at once (what a failed submit leaves in the ring goes
+ * with the next reap). Stop: the ring goes. */
 int ublk_queue_inline_start(struct ublk_queue *q, const char **why);
 int ublk_queue_inline_reap(struct ublk_queue *q, struct ublk_handoff_req *out, int *ended);
 int ublk_queue_inline_commit(struct ublk_queue *q, const struct ublk_remote_done *done, int n);
 void ublk_queue_inline_stop(struct ublk_queue *q);
+/* Whether SQEs wait in the ring (a submit failed): the next reap submits them. */
+int ublk_queue_inline_unsent(struct ublk_queue *q);
 
 /* A free SQE for a target; the ring (depth * (1 + sqes_per_io) + 2 entries) never runs dry. */
 struct io_uring_sqe *ublk_queue_get_sqe(struct ublk_queue *q);

@@ -1,7 +1,7 @@
 -- A disk that logs every request: IMAGE served by plain Lua file I/O, one line per request (op,
 -- offset, length, latency) and a latency histogram when it stops. The latency is the server's: from
--- the moment the queue thread received the request (req.received) to the handler's answer, so it
--- includes the hand-off to this Lua thread and the wait behind other requests.
+-- the moment the server got the request from the kernel (req.received) to the handler's answer, so
+-- it includes the wait behind the other requests of its batch.
 --
 --   lua5.4 examples/trace.lua IMAGE [LOG]     (as root; the log goes to LOG, or to stderr)
 --

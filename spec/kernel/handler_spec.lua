@@ -403,6 +403,41 @@ describe("Lua handlers on the real driver", function()
       assert(dev:delete())
     end)
 
+    for _, threaded in ipairs { false, true } do
+      it(("leave dev:fd() readable when a nested dispatch leaves requests listed (%s)")
+        :format(threaded and "queue threads" or "the Lua thread's own rings"), function()
+        local M, dev, seen = 2^20, nil, {}
+        dev = assert(ublk.new { size = "8M", max_io = 4096, queue_threads = threaded, handler = {
+          read = function(req)
+            if req.offset < 4 * M or req.offset >= 7 * M then return end -- udev's probes of the new disk
+            seen[#seen + 1] = req.offset
+            if req.offset == 4 * M then
+              core.sleep(2) -- blocking: the third read arrives meanwhile
+              dev:dispatch(0) -- runs the rest of this batch (the second read), not the third
+            end
+          end,
+        } })
+        assert(dev:start())
+        local t = core.monotonic()
+        while core.monotonic() - t < 1 do dev:dispatch(0.05) end
+        -- an 8 KiB read, two 4 KiB requests that wait together until the dispatch below takes both;
+        -- a third read 1.5 s later, while the first one's handler blocks
+        local j1 = job.start(dd_read(dev.path, 4 * M, 8192))
+        local j2 = job.start("sleep 1.5; " .. dd_read(dev.path, 6 * M))
+        core.sleep(1)
+        dev:dispatch(1)
+        assert.are.same({ 4 * M, 4 * M + 4096 }, seen)
+        -- the third is listed, not run: the descriptor an event loop waits on must say so
+        assert.are.equal(1, core.poll(0, dev:fd(), 1) & 1)
+        local code, out = j2:wait(30, function() dev:dispatch(0.02) end)
+        assert.are.equal(0, code, out)
+        assert.are.same({ 4 * M, 4 * M + 4096, 6 * M }, seen)
+        assert.are.equal(0, (j1:wait(30, function() dev:dispatch(0.02) end)))
+        j1:cleanup(); j2:cleanup()
+        assert(dev:delete())
+      end)
+    end
+
     it("may delete their own device: what is still held is answered EIO", function()
       local dev, deleted
       dev = assert(ublk.new { size = "8M", handler = {
