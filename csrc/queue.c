@@ -406,40 +406,47 @@ static void serve_loop(struct ublk_queue *q)
 	io_uring_submit(&q->ring);
 }
 
-void *ublk_queue_main(void *arg)
+/* FETCH_REQ for every tag, in one submit: 0, or -errno with *why. */
+static int fetch_all(struct ublk_queue *q, const char **why)
 {
-	struct ublk_queue *q = arg;
-	const char *why = NULL;
 	int tag, ret;
 
-	if (q->has_cpus)
-		pthread_setaffinity_np(pthread_self(), sizeof(q->cpus), &q->cpus); /* a hint: ignore refusal */
-	ret = ring_setup(q, &why, 0);
-	if (ret < 0)
-		goto fail;
-	arm_door(q);
 	for (tag = 0; tag < q->depth; tag++)
 		queue_cmd(q, tag, UBLK_IO_FETCH_REQ, -1);
 	ret = io_uring_submit(&q->ring);
 	if (ret >= 0)
 		ret = fetch_failed(q);
-	if (ret < 0) {
-		why = "FETCH_REQ";
-		goto fail;
-	}
-	ublk_server_queue_ready(q->srv, 0, NULL);
-	serve_loop(q);
-	io_uring_queue_exit(&q->ring); /* cancels the FETCHes still with the kernel */
-	q->ring_ready = 0;
-	ublk_server_queue_ended(q->srv);
-	return NULL;
+	if (ret < 0)
+		*why = "FETCH_REQ";
+	return ret < 0 ? ret : 0;
+}
 
-fail:
+/* The ring goes, if made: the FETCHes still with the kernel are cancelled. */
+static void ring_exit(struct ublk_queue *q)
+{
 	if (q->ring_ready) {
 		io_uring_queue_exit(&q->ring);
 		q->ring_ready = 0;
 	}
+}
+
+void *ublk_queue_main(void *arg)
+{
+	struct ublk_queue *q = arg;
+	const char *why = NULL;
+	int ret;
+
+	if (q->has_cpus)
+		pthread_setaffinity_np(pthread_self(), sizeof(q->cpus), &q->cpus); /* a hint: ignore refusal */
+	ret = ring_setup(q, &why, 0);
+	if (ret >= 0) {
+		arm_door(q);
+		ret = fetch_all(q, &why);
+	}
 	ublk_server_queue_ready(q->srv, ret, why);
+	if (ret >= 0)
+		serve_loop(q);
+	ring_exit(q);
 	ublk_server_queue_ended(q->srv);
 	return NULL;
 }
@@ -448,25 +455,12 @@ fail:
 
 int ublk_queue_inline_start(struct ublk_queue *q, const char **why)
 {
-	int tag, ret = ring_setup(q, why, 1);
+	int ret = ring_setup(q, why, 1);
 
-	if (ret < 0)
-		goto fail;
-	for (tag = 0; tag < q->depth; tag++)
-		queue_cmd(q, tag, UBLK_IO_FETCH_REQ, -1);
-	ret = io_uring_submit(&q->ring);
 	if (ret >= 0)
-		ret = fetch_failed(q);
-	if (ret < 0) {
-		*why = "FETCH_REQ";
-		goto fail;
-	}
-	return 0;
-fail:
-	if (q->ring_ready) {
-		io_uring_queue_exit(&q->ring);
-		q->ring_ready = 0;
-	}
+		ret = fetch_all(q, why);
+	if (ret < 0)
+		ring_exit(q);
 	return ret;
 }
 
@@ -541,10 +535,7 @@ int ublk_queue_inline_commit(struct ublk_queue *q, const struct ublk_remote_done
 
 void ublk_queue_inline_stop(struct ublk_queue *q)
 {
-	if (q->ring_ready) {
-		io_uring_queue_exit(&q->ring); /* cancels the FETCHes still with the kernel */
-		q->ring_ready = 0;
-	}
+	ring_exit(q);
 }
 
 int ublk_queue_inline_unsent(struct ublk_queue *q)
