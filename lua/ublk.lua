@@ -75,6 +75,11 @@ end
 device_mt.__close = function(dev) dev:delete() end
 for k, f in pairs(methods) do Device[k] = f end
 
+-- This Lua state's devices by id, until deleted or collected: ublk.delete(id) of one of them deletes it
+-- as dev:delete() does, serving its Lua side while the kernel waits (a plain DEL_DEV would wait for
+-- requests that only this thread can answer).
+local mine = setmetatable({}, { __mode = "v" })
+
 -- The id and Lua-side data of a device still owned; using a deleted one is misuse.
 local function owned(dev)
   local id = dev:_owned()
@@ -137,6 +142,7 @@ function M.new(opts)
   if not res then return nil, out, errno end
   local got = core.unpack("dev_info", out)
   dev:_adopt(got.dev_id)
+  mine[got.dev_id] = dev
   local data = dev:_data()
   data.id = got.dev_id
   data.char_path = "/dev/ublkc" .. got.dev_id
@@ -460,6 +466,7 @@ function Device:delete()
   local res, msg, errno = command(name, { dev_id = id })
   if not res and errno ~= core.errno.ENODEV then return nil, msg, errno end
   self:_forget()
+  if mine[id] == self then mine[id] = nil end
   return true
 end
 Device.close = Device.delete
@@ -491,9 +498,12 @@ end
 
 --- Delete a device by id, whoever created it: its server (if alive) is asked to stop with SIGTERM,
 -- killed if the device is not gone after `wait` seconds (default 10) or the server has not exited 5 s
--- later; then DEL_DEV_ASYNC (DEL_DEV with legacy opcodes).
+-- later; then DEL_DEV_ASYNC (DEL_DEV with legacy opcodes). A device of this Lua state is deleted as
+-- `dev:delete()` deletes it.
 function M.delete(id, wait)
   if math.type(id) ~= "integer" or id < 0 then error("ublk.delete: id must be a device number", 2) end
+  local own = mine[id]
+  if own and own:_owned() == id then return own:delete() end
   local c, msg, errno = control.get()
   if not c then return nil, msg, errno end
   local function gone(seconds)

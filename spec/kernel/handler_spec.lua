@@ -438,6 +438,27 @@ describe("Lua handlers on the real driver", function()
       end)
     end
 
+    it("are served while ublk.delete(id) deletes their device from the same thread: held requests get EIO", function()
+      local held
+      local dev = assert(ublk.new { size = "8M", handler = { read = function(req)
+        if req.offset == 2^22 then held = req:defer() end -- never answered by the handler
+      end } })
+      assert(dev:start())
+      local j = job.start(dd_read(dev.path, 2^22))
+      local t = core.monotonic()
+      repeat dev:dispatch(0.05) until held or core.monotonic() - t > 30
+      assert.is_not_nil(held, "the read reached the handler")
+      t = core.monotonic()
+      assert(ublk.delete(dev.id)) -- a plain DEL_DEV would wait for ever for the held read
+      assert.is_true(core.monotonic() - t < 20, "the delete did not hang")
+      assert.is_true(held:answered())
+      assert.is_nil(dev:_owned())
+      local code, out = j:wait(30)
+      j:cleanup()
+      assert.are_not.equal(0, code)
+      assert.matches("Input/output error", out)
+    end)
+
     it("may delete their own device: what is still held is answered EIO", function()
       local dev, deleted
       dev = assert(ublk.new { size = "8M", handler = {
