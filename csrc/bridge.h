@@ -5,8 +5,10 @@
  * A request is held from the moment it is taken until it is answered. Each (queue, tag) slot has a
  * generation that moves on when the request is answered, so a request or buffer kept past that
  * raises a clear error instead of touching a buffer the kernel has reused. Answers collect per
- * queue while a dispatch runs and go to each queue thread in one batch (one lock, one knock) at
- * _flush.
+ * queue while a dispatch runs and go back in one batch at _flush: to the queue's thread (one lock,
+ * one knock), or, for a device whose rings the Lua thread serves itself (server.h inline_lua), to
+ * the kernel in one submit. Those rings are reaped into the hand-off list (ublk_bridge_pump), so
+ * everything after the take is the same for both.
  *
  * The bridge is malloc'd and belongs to the device; requests and buffers reach it through the
  * device userdata (their uservalue keeps it), whose bridge pointer is NULL once freed: a request

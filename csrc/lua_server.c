@@ -1,7 +1,8 @@
 /*
  * The device's data plane, as methods of ublk.device (lua/ublk.lua wraps them): _serve builds the
- * server (char device, target, queues), _start_queues starts the queue threads, _wait sleeps until a
- * queue ends or a signal comes, _stop_queues joins and frees. Also core.probe_backing, which the file
+ * server (char device, target, queues), _start_queues starts the queue threads (or, for a device
+ * written in Lua, sets up the rings the Lua thread serves itself), _wait sleeps until a queue ends or
+ * a signal comes, _stop_queues joins and frees. Also core.probe_backing, which the file
  * target's option checks use before anything reaches the kernel.
  */
 #include <errno.h>
@@ -203,7 +204,7 @@ static int l_stop_queues(lua_State *L)
 	return 0;
 }
 
-/** device:_serving() -> number of queue threads running (0 when none or not served). */
+/** device:_serving() -> number of queues still served (0 when none or not served). */
 static int l_serving(lua_State *L)
 {
 	struct device_handle *d = luaL_checkudata(L, 1, UBLK_DEVICE_MT);
@@ -214,7 +215,7 @@ static int l_serving(lua_State *L)
 
 /**
  * device:_wait(timeout_seconds [, signal_fd]) -> "ended" | "signal", signo | "timeout"
- * Sleeps until a queue thread ends (the kernel stopped the device, or a queue failed), a signal
+ * Sleeps until a queue ends (the kernel stopped the device, or a queue failed), a signal
  * arrives on signal_fd (a signalfd), or the timeout passes (negative: no timeout). A device with
  * Lua handlers waits in its bridge's epoll instead, and asks here what woke it.
  */
@@ -256,7 +257,7 @@ static int l_wait(lua_State *L)
 	return 1;
 }
 
-/** device:_ended_fd() -> an eventfd that polls readable once a queue thread ended, or nil when not served */
+/** device:_ended_fd() -> an eventfd that polls readable once a queue ended, or nil when not served */
 static int l_ended_fd(lua_State *L)
 {
 	struct device_handle *d = luaL_checkudata(L, 1, UBLK_DEVICE_MT);

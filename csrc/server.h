@@ -1,5 +1,6 @@
 /*
- * The data plane of one device: /dev/ublkcN, the target, and one queue thread per hardware queue.
+ * The data plane of one device: /dev/ublkcN, the target, and one queue thread per hardware queue
+ * (or, for a device written in Lua, queue rings the Lua thread serves itself: inline_lua).
  * Owned by the device handle (lua_server.c); everything here runs without Lua.
  */
 #ifndef LUA_UBLK_SERVER_H
@@ -59,10 +60,10 @@ void ublk_server_stop(struct ublk_server *s);
 /* Stop and release everything. */
 void ublk_server_free(struct ublk_server *s);
 
-/* Number of queue threads still running. */
+/* Number of queues still served (threads running, or inline rings the kernel has not ended). */
 int ublk_server_alive(struct ublk_server *s);
 
-/* For queue threads. */
+/* For queue threads (and the Lua thread's pump, for inline rings the kernel ended). */
 void ublk_server_queue_ready(struct ublk_server *s, int err, const char *why);
 void ublk_server_queue_ended(struct ublk_server *s);
 

@@ -259,9 +259,9 @@ local function opens(path)
   return f ~= nil
 end
 
---- Start serving: the queue threads fetch first, then START_DEV (which waits for every tag to be
--- fetched and, on 6.12, reads the partition table through the queues). Returns once dev.path is
--- usable. Does nothing when already started.
+--- Start serving: the queues fetch first (their threads, or this thread for a device written in
+-- Lua), then START_DEV (which waits for every tag to be fetched and, on 6.12, reads the partition
+-- table through the queues). Returns once dev.path is usable. Does nothing when already started.
 -- @return true | nil, msg, errno
 function Device:start()
   local id, data = owned(self)

@@ -1,7 +1,8 @@
 --- The Lua side of a device with a `handler` or `hooks`: runs the requests' functions in pooled
--- coroutines (runners), wakes the ones that sleep or wait for a descriptor, and answers the
--- queue threads in batches. One scheduler per device; all of it runs on the Lua thread that owns the
--- device, never on a queue thread.
+-- coroutines (runners), wakes the ones that sleep or wait for a descriptor, and sends the answers
+-- back in batches (to the queue threads, or to the kernel for the rings this thread serves itself).
+-- One scheduler per device; all of it runs on the Lua thread that owns the device, never on a queue
+-- thread.
 --
 -- The request path is in C (dev:_run): a pooled coroutine (a runner) calls the handlers of a whole
 -- batch one after another, so a handler that returns without waiting costs a protected call and no
