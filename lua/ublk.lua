@@ -328,8 +328,8 @@ end
 -- How long a stop keeps serving handlers that still hold requests before answering them EIO.
 local STOP_GRACE = 5
 
---- Stop serving: STOP_DEV (requests in flight are still served; new ones fail), then the queue
--- threads end and are joined. The device stays until `delete`/`close`. Does nothing when not started.
+--- Stop serving: STOP_DEV (requests in flight are still served; new ones fail), then the queues
+-- end (their threads, if any, are joined). The device stays until `delete`/`close`. Does nothing when not started.
 -- @return true | nil, msg, errno
 function Device:stop()
   local id, data = owned(self)
@@ -498,12 +498,12 @@ end
 
 --- Delete a device by id, whoever created it: its server (if alive) is asked to stop with SIGTERM,
 -- killed if the device is not gone after `wait` seconds (default 10) or the server has not exited 5 s
--- later; then DEL_DEV_ASYNC (DEL_DEV with legacy opcodes). A device of this Lua state is deleted as
--- `dev:delete()` deletes it.
+-- later; then DEL_DEV_ASYNC (DEL_DEV with legacy opcodes). A device this Lua state serves is deleted
+-- as `dev:delete()` deletes it.
 function M.delete(id, wait)
   if math.type(id) ~= "integer" or id < 0 then error("ublk.delete: id must be a device number", 2) end
-  local own = mine[id]
-  if own and own:_owned() == id then return own:delete() end
+  local own = mine[id] -- served here: held while served, so the id cannot have gone to another device
+  if own and own:_owned() == id and own:_data().started then return own:delete() end
   local c, msg, errno = control.get()
   if not c then return nil, msg, errno end
   local function gone(seconds)

@@ -41,7 +41,8 @@ end
 
 --- The `ublk` command of this checkout, with the build the specs use.
 function M.ublk(args)
-  return M.run(M.cpath_env() .. " lua5.4 bin/ublk " .. args)
+  local cpath = os.getenv("UBLK_SPEC_CPATH")
+  return M.run((cpath and ("UBLK_CPATH='%s' "):format(cpath) or "") .. "lua5.4 bin/ublk " .. args)
 end
 
 --- A command that is not ours (luarocks, gcc).
