@@ -7,8 +7,8 @@
  * raises a clear error instead of touching a buffer the kernel has reused. Answers collect per
  * queue while a dispatch runs and go back in one batch at _flush: to the queue's thread (one lock,
  * one knock), or, for a device whose rings the Lua thread serves itself (server.h inline_lua), to
- * the kernel in one submit. Those rings are reaped into the hand-off list (ublk_bridge_pump), so
- * everything after the take is the same for both.
+ * the kernel in one submit. Those rings are reaped straight into the batch _run takes, so everything
+ * after the take is the same for both; what a dispatch leaves in a ring keeps its fd readable.
  *
  * The bridge is malloc'd and belongs to the device; requests and buffers reach it through the
  * device userdata (their uservalue keeps it), whose bridge pointer is NULL once freed: a request
@@ -42,7 +42,6 @@ struct ublk_bridge {
 	struct ublk_handoff_req *taken;  /* the batch _run works through: taken[pos..n) still to run */
 	size_t pos, n;
 	struct ublk_handoff_req *closing; /* scratch for abandon */
-	struct ublk_handoff_req *pumped;  /* scratch for reaping an inline queue (depth) */
 	struct ublk_remote_done *done;   /* q * depth + i: answers not yet sent */
 	int *nr_done;
 	uint64_t requests, batches, errors, passed; /* batches: takes that found requests */

@@ -6,8 +6,8 @@
  * (edge-triggered: the Lua side never reads the counter, a knock is an edge; the queue thread's
  * knock rides on its ring's next submit, so it costs no system call of its own).
  * Completions travel back through ublk_queue_complete_remote_batch (queue.h), batched the same way.
- * A device whose rings the Lua thread serves itself has no queue threads: the Lua thread lists what
- * it reaps here (lua_bridge.c, ublk_bridge_pump) and nobody knocks.
+ * A device whose rings the Lua thread serves itself has no queue threads and does not use this list:
+ * the Lua thread reaps its rings straight into the batch it runs (lua_bridge.c).
  */
 #ifndef LUA_UBLK_HANDOFF_H
 #define LUA_UBLK_HANDOFF_H

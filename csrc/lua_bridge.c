@@ -74,44 +74,53 @@ int ublk_bridge_watch_rings(struct ublk_bridge *b)
 	return 0;
 }
 
-void ublk_bridge_pump(struct ublk_bridge *b)
+/* Inline queues: the requests the kernel put in the rings go straight into out (room for every tag of
+ * every queue; the hand-off is not used). Once the Lua side is closing (abandoned), they are answered
+ * EIO here instead. Returns how many went into out. */
+static size_t reap_rings(struct ublk_bridge *b, struct ublk_handoff_req *out)
 {
-	struct ublk_server *s = b ? b->srv : NULL;
-	int q, i, n, ret, ended;
+	struct ublk_server *s = b->srv;
+	size_t total = 0;
+	int q, i, n, ended;
 
 	if (!s || !s->inline_lua || !s->running)
-		return;
+		return 0;
 	for (q = 0; q < b->nr_queues; q++) {
-		n = ublk_queue_inline_reap(s->queues[q], b->pumped, &ended);
+		struct ublk_handoff_req *got = out + total;
+
+		n = ublk_queue_inline_reap(s->queues[q], got, &ended);
 		if (ended)
 			ublk_server_queue_ended(s);
-		ret = n > 0 ? ublk_handoff_push(&s->handoff, b->pumped, n) : 0;
-		if (ret > 0) {
-			/* the list was empty: as after a knock's edge, _flush knocks if this dispatch ends
-			 * with them still listed (a nested _run leaves them), so dev:fd() polls readable */
-			b->edge_unanswered = 1;
-		} else if (ret < 0) {
-			/* the Lua side is closing: answer them here */
-			struct ublk_remote_done d;
+		if (n > 0 && s->handoff.closed) {
+			struct ublk_remote_done d = { .pass = 0, .result = -EIO };
 
 			for (i = 0; i < n; i++) {
-				d.tag = b->pumped[i].tag;
-				d.pass = 0;
-				d.result = -EIO;
+				d.tag = got[i].tag;
 				ublk_queue_inline_commit(s->queues[q], &d, 1);
 			}
+			n = 0;
 		}
+		total += (size_t)n;
 	}
+	return total;
 }
 
-int ublk_bridge_unsent(const struct ublk_bridge *b)
+void ublk_bridge_pump(struct ublk_bridge *b)
+{
+	if (b)
+		reap_rings(b, b->closing); /* abandoned: everything reaped is answered EIO */
+}
+
+/* Inline queues: 1 when a ring holds requests (or answers a failed submit left, which the reap
+ * sends), 0 when none; what dev:fd() cannot show until the kernel's task work has run. */
+static int rings_ready(const struct ublk_bridge *b)
 {
 	int q;
 
-	if (!b || !b->srv || !b->srv->inline_lua || !b->srv->running)
+	if (!b->srv || !b->srv->inline_lua || !b->srv->running)
 		return 0;
 	for (q = 0; q < b->nr_queues; q++)
-		if (ublk_queue_inline_unsent(b->srv->queues[q]))
+		if (ublk_queue_inline_ready(b->srv->queues[q]))
 			return 1;
 	return 0;
 }
@@ -178,7 +187,6 @@ void ublk_bridge_free(struct ublk_bridge *b)
 	free(b->slots);
 	free(b->taken);
 	free(b->closing);
-	free(b->pumped);
 	free(b->done);
 	free(b->nr_done);
 	free(b);
@@ -204,10 +212,9 @@ int ublk_bridge_attach(struct device_handle *d, int hooks_pass)
 	b->slots = calloc(n, sizeof(b->slots[0]));
 	b->taken = calloc(n, sizeof(b->taken[0]));
 	b->closing = calloc(n, sizeof(b->closing[0]));
-	b->pumped = calloc((size_t)s->depth, sizeof(b->pumped[0]));
 	b->done = calloc(n, sizeof(b->done[0]));
 	b->nr_done = calloc((size_t)s->nr_queues, sizeof(b->nr_done[0]));
-	if (!b->slots || !b->taken || !b->closing || !b->pumped || !b->done || !b->nr_done) {
+	if (!b->slots || !b->taken || !b->closing || !b->done || !b->nr_done) {
 		ret = -ENOMEM;
 		goto fail;
 	}
@@ -407,8 +414,8 @@ static int l_run(lua_State *L)
 	if (b->pos == b->n) {
 		size_t i;
 
-		ublk_bridge_pump(b);
 		b->n = ublk_handoff_take(&b->srv->handoff, b->taken);
+		b->n += reap_rings(b, b->taken + b->n);
 		b->edge_unanswered = 0;
 		b->pos = 0;
 		b->requests += b->n;
@@ -524,21 +531,14 @@ static int l_poll(lua_State *L)
 
 	b->batching++; /* first: the dispatch's _flush runs even if what follows raises */
 	luaL_checktype(L, 3, LUA_TTABLE);
-	ublk_bridge_pump(b);
-	if (ublk_bridge_unsent(b) && (timeout < 0 || timeout > 0.001))
-		timeout = 0.001; /* answers a failed submit left in a ring: try again soon, whatever comes */
-	if (b->srv && (ublk_handoff_pending(&b->srv->handoff) || b->pos < b->n)) {
+	if (b->srv && (ublk_handoff_pending(&b->srv->handoff) || b->pos < b->n || rings_ready(b))) {
 		reqs = 1; /* listed without a knock to come (handoff.h): no waiting */
 		timeout = 0;
 	}
 	/* stopped (descriptors closed): nothing will come */
 	n = b->epfd < 0 ? 0 : epoll_wait(b->epfd, ev, 64, ublk_timeout_ms(timeout));
-	if (n < 0 && errno == EINTR && b->srv && b->srv->inline_lua) {
-		/* the kernel's completions for the Lua thread's own rings interrupt the wait (task work
-		 * that runs on the way out): they are in the rings now */
-		ublk_bridge_pump(b);
-		reqs = reqs || ublk_handoff_pending(&b->srv->handoff);
-	}
+	if (n < 0 && errno == EINTR && rings_ready(b))
+		reqs = 1; /* the kernel's task work for the rings interrupted the wait: they are in now */
 	for (i = 0; i < n; i++) {
 		uint64_t what = ev[i].data.u64 & ~0xffffffffULL;
 

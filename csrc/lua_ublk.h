@@ -36,11 +36,10 @@ int ublk_bridge_attach(struct device_handle *d, int hooks_pass);
  * (the queue threads answer them): what a stop needs before joining. How many were answered. */
 int ublk_bridge_abandon(struct ublk_bridge *b);
 /* Inline queues (server.h): watch their rings once the server started (0 or -errno; nothing to do
- * for other devices), and reap them into the hand-off. */
+ * for other devices); after ublk_bridge_abandon, answer EIO for what the rings bring (the collector's
+ * STOP_DEV, which no dispatch serves). */
 int ublk_bridge_watch_rings(struct ublk_bridge *b);
 void ublk_bridge_pump(struct ublk_bridge *b);
-/* Whether an inline queue holds answers a failed submit left unsent (the next pump sends them). */
-int ublk_bridge_unsent(const struct ublk_bridge *b);
 /* After the server is freed; then, at the device's end, free. */
 void ublk_bridge_detach(struct ublk_bridge *b);
 void ublk_bridge_free(struct ublk_bridge *b);

@@ -538,7 +538,7 @@ void ublk_queue_inline_stop(struct ublk_queue *q)
 	ring_exit(q);
 }
 
-int ublk_queue_inline_unsent(struct ublk_queue *q)
+int ublk_queue_inline_ready(struct ublk_queue *q)
 {
-	return q->ring_ready && io_uring_sq_ready(&q->ring) > 0;
+	return q->ring_ready && (io_uring_cq_ready(&q->ring) || io_uring_sq_ready(&q->ring));
 }

@@ -117,8 +117,8 @@ int ublk_queue_inline_start(struct ublk_queue *q, const char **why);
 int ublk_queue_inline_reap(struct ublk_queue *q, struct ublk_handoff_req *out, int *ended);
 int ublk_queue_inline_commit(struct ublk_queue *q, const struct ublk_remote_done *done, int n);
 void ublk_queue_inline_stop(struct ublk_queue *q);
-/* Whether SQEs wait in the ring (a submit failed): the next reap submits them. */
-int ublk_queue_inline_unsent(struct ublk_queue *q);
+/* Whether a reap has work: completions in the ring, or SQEs a failed submit left (it submits them). */
+int ublk_queue_inline_ready(struct ublk_queue *q);
 
 /* A free SQE for a target; the ring (depth * (1 + sqes_per_io) + 2 entries) never runs dry. */
 struct io_uring_sqe *ublk_queue_get_sqe(struct ublk_queue *q);
