@@ -255,15 +255,41 @@ static void flush_to_lua(struct ublk_queue *q)
 	q->nr_to_lua = 0;
 }
 
+/* READ_ONLY only makes the disk read-only to user space: in-kernel writers still reach us, and are
+ * answered -EROFS here. Whether it did. */
+static int refused_read_only(struct ublk_queue *q, int tag, unsigned op)
+{
+	if (!q->tgt->read_only || (op != UBLK_IO_OP_WRITE && op != UBLK_IO_OP_DISCARD && op != UBLK_IO_OP_WRITE_ZEROES))
+		return 0;
+	ublk_queue_complete(q, tag, -EROFS);
+	return 1;
+}
+
+/* A FETCH or COMMIT_AND_FETCH came back: 1 when it brought a request, 0 when the tag is done (ABORT:
+ * the device is stopping; anything else is a command the kernel refused: the first is kept for the
+ * owner, and the queue stops too). */
+static int cmd_came_back(struct ublk_queue *q, int tag, int res)
+{
+	struct ublk_io *io = &q->ios[tag];
+
+	io->flags &= ~IO_CMD_INFLIGHT;
+	q->cmd_inflight--;
+	if (res == UBLK_IO_RES_OK)
+		return 1;
+	if (res != UBLK_IO_RES_ABORT && !q->stats.cmd_error)
+		QUEUE_STAT_SET(q, cmd_error, res);
+	io->flags |= IO_ABORTED;
+	q->kernel_stopping = 1;
+	return 0;
+}
+
 static void serve(struct ublk_queue *q, int tag)
 {
-	const struct ublk_target *t = q->tgt;
 	struct ublksrv_io_desc iod = q->descs[tag]; /* one read of the shared descriptor */
 	unsigned op = ublksrv_get_op(&iod);
 
-	/* READ_ONLY only makes the disk read-only to user space: in-kernel writers still reach us */
-	if (t->read_only && (op == UBLK_IO_OP_WRITE || op == UBLK_IO_OP_DISCARD || op == UBLK_IO_OP_WRITE_ZEROES)) {
-		ublk_queue_complete(q, tag, -EROFS);
+	if (refused_read_only(q, tag, op)) {
+		/* answered */
 	} else if (ublk_handoff_hooks(&q->srv->handoff, op)) {
 		struct ublk_handoff_req *r = &q->to_lua[q->nr_to_lua++];
 
@@ -281,23 +307,11 @@ static void handle_cqe(struct ublk_queue *q, const struct io_uring_cqe *cqe)
 {
 	__u64 ud = cqe->user_data;
 	int tag = UD_TAG(ud);
-	struct ublk_io *io;
 
 	switch (UD_KIND(ud)) {
 	case UD_CMD:
-		io = &q->ios[tag];
-		io->flags &= ~IO_CMD_INFLIGHT;
-		q->cmd_inflight--;
-		if (cqe->res == UBLK_IO_RES_OK) {
+		if (cmd_came_back(q, tag, cqe->res))
 			serve(q, tag);
-		} else {
-			/* ABORT: the device is stopping and this tag is finished. Anything else is a
-			 * command the kernel refused: keep the first for the owner, and stop too. */
-			if (cqe->res != UBLK_IO_RES_ABORT && !q->stats.cmd_error)
-				QUEUE_STAT_SET(q, cmd_error, cqe->res);
-			io->flags |= IO_ABORTED;
-			q->kernel_stopping = 1;
-		}
 		break;
 	case UD_TGT:
 		q->tgt_inflight--;
@@ -481,30 +495,17 @@ int ublk_queue_inline_reap(struct ublk_queue *q, struct ublk_handoff_req *out, i
 		int tag = UD_TAG(cqe->user_data);
 
 		n++;
-		if (UD_KIND(cqe->user_data) != UD_CMD)
-			continue;
-		q->ios[tag].flags &= ~IO_CMD_INFLIGHT;
-		q->cmd_inflight--;
-		if (cqe->res == UBLK_IO_RES_OK) {
+		if (UD_KIND(cqe->user_data) == UD_CMD && cmd_came_back(q, tag, cqe->res)) {
 			struct ublksrv_io_desc iod = q->descs[tag];
-			unsigned op = ublksrv_get_op(&iod);
 
-			if (q->tgt->read_only &&
-			    (op == UBLK_IO_OP_WRITE || op == UBLK_IO_OP_DISCARD || op == UBLK_IO_OP_WRITE_ZEROES)) {
-				ublk_queue_complete(q, tag, -EROFS);
+			if (refused_read_only(q, tag, ublksrv_get_op(&iod)))
 				continue;
-			}
 			out[nr].q_id = (uint16_t)q->q_id;
 			out[nr].tag = (uint16_t)tag;
 			out[nr].pad = 0;
 			out[nr].iod = iod;
 			out[nr].received_ns = ns;
 			nr++;
-		} else {
-			if (cqe->res != UBLK_IO_RES_ABORT && !q->stats.cmd_error)
-				QUEUE_STAT_SET(q, cmd_error, cqe->res);
-			q->ios[tag].flags |= IO_ABORTED;
-			q->kernel_stopping = 1;
 		}
 	}
 	io_uring_cq_advance(&q->ring, n);
