@@ -197,6 +197,16 @@ static void serve_target(struct ublk_queue *q, int tag, const struct ublksrv_io_
 		ublk_queue_complete(q, tag, ret);
 }
 
+/* An answer from the Lua thread: the request is done, or goes on to the C target (a hook passed it). */
+static void answered(struct ublk_queue *q, const struct ublk_remote_done *d)
+{
+	q->lua_inflight--;
+	if (d->pass)
+		serve_target(q, d->tag, &q->descs[d->tag]);
+	else
+		ublk_queue_complete(q, d->tag, d->result);
+}
+
 static void drain_remote(struct ublk_queue *q)
 {
 	struct ublk_remote_done done[64];
@@ -208,13 +218,8 @@ static void drain_remote(struct ublk_queue *q)
 		memcpy(done, q->remote + q->nr_remote - n, (size_t)n * sizeof(done[0]));
 		q->nr_remote -= n;
 		pthread_mutex_unlock(&q->remote_lock);
-		for (i = 0; i < n; i++) {
-			q->lua_inflight--;
-			if (done[i].pass)
-				serve_target(q, done[i].tag, &q->descs[done[i].tag]);
-			else
-				ublk_queue_complete(q, done[i].tag, done[i].result);
-		}
+		for (i = 0; i < n; i++)
+			answered(q, &done[i]);
 	} while (n == 64);
 }
 
@@ -467,6 +472,12 @@ void *ublk_queue_main(void *arg)
 
 /* ---- inline queues: the Lua thread is the queue's daemon (no thread, no door, no hand-off) ---- */
 
+/* The kernel aborted the queue and nothing of ours is still with it (commands or target I/O). */
+static int inline_done(const struct ublk_queue *q)
+{
+	return q->kernel_stopping && q->cmd_inflight == 0 && q->tgt_inflight == 0;
+}
+
 int ublk_queue_inline_start(struct ublk_queue *q, const char **why)
 {
 	int ret = ring_setup(q, why, 1);
@@ -480,35 +491,33 @@ int ublk_queue_inline_start(struct ublk_queue *q, const char **why)
 
 int ublk_queue_inline_reap(struct ublk_queue *q, struct ublk_handoff_req *out, int *ended)
 {
+	struct ublk_handoff_req *batch = q->to_lua;
 	struct io_uring_cqe *cqe;
 	struct timespec now;
 	uint64_t ns;
 	unsigned head, n = 0;
-	int nr = 0, was_stopping = q->kernel_stopping && q->cmd_inflight == 0;
+	int i, nr, was_done = inline_done(q);
 
 	*ended = 0;
 	if (!q->ring_ready || (!io_uring_cq_ready(&q->ring) && !io_uring_sq_ready(&q->ring)))
 		return 0; /* each dispatch looks twice (its poll and its run): most looks find nothing */
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	ns = (uint64_t)now.tv_sec * 1000000000ULL + (uint64_t)now.tv_nsec;
+	/* what serve() hands to Lua goes straight into out: the queue thread's batch is not used here */
+	q->to_lua = out;
+	q->nr_to_lua = 0;
 	io_uring_for_each_cqe(&q->ring, head, cqe) {
-		int tag = UD_TAG(cqe->user_data);
-
+		handle_cqe(q, cqe); /* commands: to Lua or to the C target; the target's own completions */
 		n++;
-		if (UD_KIND(cqe->user_data) == UD_CMD && cmd_came_back(q, tag, cqe->res)) {
-			struct ublksrv_io_desc iod = q->descs[tag];
-
-			if (refused_read_only(q, tag, ublksrv_get_op(&iod)))
-				continue;
-			out[nr].q_id = (uint16_t)q->q_id;
-			out[nr].tag = (uint16_t)tag;
-			out[nr].pad = 0;
-			out[nr].iod = iod;
-			out[nr].received_ns = ns;
-			nr++;
-		}
 	}
 	io_uring_cq_advance(&q->ring, n);
+	nr = q->nr_to_lua;
+	q->to_lua = batch;
+	q->nr_to_lua = 0;
+	if (nr) {
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		ns = (uint64_t)now.tv_sec * 1000000000ULL + (uint64_t)now.tv_nsec;
+		for (i = 0; i < nr; i++)
+			out[i].received_ns = ns;
+	}
 	if (n)
 		QUEUE_STAT_ADD(q, wakeups, 1);
 	if (io_uring_sq_ready(&q->ring)) {
@@ -516,7 +525,7 @@ int ublk_queue_inline_reap(struct ublk_queue *q, struct ublk_handoff_req *out, i
 		if (ret > 0)
 			QUEUE_STAT_ADD(q, submits, (uint64_t)ret);
 	}
-	*ended = !was_stopping && q->kernel_stopping && q->cmd_inflight == 0;
+	*ended = !was_done && inline_done(q);
 	return nr;
 }
 
@@ -527,7 +536,7 @@ int ublk_queue_inline_commit(struct ublk_queue *q, const struct ublk_remote_done
 	if (!q->ring_ready)
 		return 0;
 	for (i = 0; i < n; i++)
-		ublk_queue_complete(q, done[i].tag, done[i].pass ? -EIO : done[i].result);
+		answered(q, &done[i]);
 	ret = io_uring_submit(&q->ring);
 	if (ret > 0)
 		QUEUE_STAT_ADD(q, submits, (uint64_t)ret);

@@ -275,7 +275,7 @@ function Device:start()
   local cfg = { target = tgt.target, path = tgt.path, offset = tgt.offset, direct = tgt.direct,
     size = o.size, block_size = o.block_size, read_only = o.read_only,
     queues = o.queues, depth = o.depth, max_io = o.max_io,
-    hooks = 0, hooks_pass = tgt.hooks ~= nil, inline = tgt.target == "lua" and not tgt.queue_threads }
+    hooks = 0, hooks_pass = tgt.hooks ~= nil, inline = lua_ops ~= nil and not tgt.queue_threads }
   local by_op = {}
   for name, fn in pairs(lua_ops or {}) do
     by_op[handler.ops[name]] = fn

@@ -15,7 +15,7 @@ M.keys = {
   { "handler", "a table of Lua functions by op (read, write, flush, discard, write_zeroes): the device is written in Lua" },
   { "hooks", "a table of Lua functions by op on a C target: those ops go to Lua first" },
   { "log", "a function(line) for handler failures (default: stderr)" },
-  { "queue_threads", "handler: true puts a thread on each queue that hands requests to the Lua thread (default false: the Lua thread serves the queues' rings itself)" },
+  { "queue_threads", "handler or hooks: true gives each queue a thread of its own (the C work runs there, the Lua work is handed to the Lua thread); default false: the Lua thread serves the queues' rings itself" },
 }
 local own = {}
 for _, k in ipairs(M.keys) do own[k[1]] = true end
@@ -48,8 +48,8 @@ function M.prepare(opts)
     fail("queue_threads", tgt.queue_threads, "must be true or false")
   end
   if tgt.handler ~= nil then return M.prepare_handler(dev, tgt) end
-  if tgt.queue_threads ~= nil then
-    fail("queue_threads", tgt.queue_threads, "only a device written in Lua (handler = {...}) takes it: C targets and hooks always have queue threads")
+  if tgt.queue_threads ~= nil and tgt.hooks == nil then
+    fail("queue_threads", tgt.queue_threads, "only a device with Lua in its path (handler = {...} or hooks = {...}) takes it: C targets without hooks always have queue threads")
   end
   local name = tgt.target
   if tgt.hooks ~= nil then
@@ -66,7 +66,8 @@ function M.prepare(opts)
       if tgt[k] ~= nil then fail(k, tgt[k], "only the file target takes it (target = '" .. name .. "')") end
     end
   end
-  local t = { target = name, hooks = tgt.hooks, log = tgt.log }
+  local t = { target = name, hooks = tgt.hooks, log = tgt.log, queue_threads = tgt.queue_threads }
+  if t.queue_threads == nil and tgt.hooks ~= nil then t.queue_threads = false end
   if name == "null" then
     if dev.discard == nil and dev.max_discard == nil then dev.discard = true end
   elseif name == "ram" then

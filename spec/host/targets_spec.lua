@@ -126,15 +126,20 @@ describe("handler and hooks options", function()
     refused({ size = 4096, log = f },
       "ublk.new: log = a function: logs failing handlers and hooks: give handler = {...} or hooks = {...} with it")
     refused({ size = 4096, handler = { read = f }, queue_threads = 1 }, "ublk.new: queue_threads = 1: must be true or false")
-    refused({ size = 4096, target = "file", path = "/x", hooks = { read = f }, queue_threads = true },
-      "ublk.new: queue_threads = true: only a device written in Lua (handler = {...}) takes it: C targets and hooks always have queue threads")
+    refused({ size = 4096, target = "null", hooks = { read = f }, queue_threads = "no" }, "ublk.new: queue_threads = no: must be true or false")
     refused({ size = 4096, target = "null", queue_threads = false },
-      "ublk.new: queue_threads = false: only a device written in Lua (handler = {...}) takes it: C targets and hooks always have queue threads")
+      "ublk.new: queue_threads = false: only a device with Lua in its path (handler = {...} or hooks = {...}) takes it: C targets without hooks always have queue threads")
   end)
 
   it("serve a handler device from the Lua thread unless queue_threads = true", function()
     assert.is_false(select(2, targets.prepare { size = 4096, handler = { read = f } }).queue_threads)
     assert.is_true(select(2, targets.prepare { size = 4096, handler = { read = f }, queue_threads = true }).queue_threads)
+  end)
+
+  it("serve a hooked C target from the Lua thread unless queue_threads = true, and one without hooks from queue threads", function()
+    assert.is_false(select(2, targets.prepare { size = 4096, target = "null", hooks = { read = f } }).queue_threads)
+    assert.is_true(select(2, targets.prepare { size = 4096, target = "null", hooks = { read = f }, queue_threads = true }).queue_threads)
+    assert.is_nil(select(2, targets.prepare { size = 4096, target = "null" }).queue_threads)
   end)
 
   it("tell the kernel what the handler table serves, and refuse options that promise more", function()

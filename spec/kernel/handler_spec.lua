@@ -528,55 +528,65 @@ describe("Lua handlers on the real driver", function()
     before_each(function() sh("dd if=/dev/urandom of=" .. img .. " bs=1M count=8 2>/dev/null") end)
     after_each(function() os.remove(img) end)
 
-    it("fail, delay, answer or pass each request of the ops they name", function()
-      local MiB = 2^20
-      local calls = { read = 0, write = 0 }
-      local dev <close> = assert(ublk.new { target = "file", path = img, hooks = {
-        write = function(req)
-          calls.write = calls.write + 1
-          if req.offset >= MiB and req.offset < 2 * MiB then return nil, "EIO" end
-        end,
-        read = function(req)
-          calls.read = calls.read + 1
-          if req.offset >= 2 * MiB and req.offset < 3 * MiB then
-            ublk.sleep(0.3)
-            return "pass"
-          elseif req.offset == 3 * MiB then
-            return string.rep("H", req.length)
-          end
-        end,
-      } })
-      assert(dev:start())
-      local code, out = serving(dev, ("dd if=/dev/zero of=%s bs=4k count=1 seek=%d oflag=direct 2>&1"):format(dev.path, 257))
-      assert.are_not.equal(0, code)
-      assert.matches("Input/output error", out)
-      sh(("cmp -s -i %d:0 -n 4096 %s /dev/zero && exit 1 || true"):format(257 * 4096, img)) -- not written
-      ok_serving(dev, ("dd if=/dev/zero of=%s bs=4k count=1 seek=%d oflag=direct 2>/dev/null"):format(dev.path, 1280))
-      sh(("cmp -i %d:0 -n 4096 %s /dev/zero"):format(1280 * 4096, img)) -- passed: in the file
-      local t0 = ublk.now()
-      out = ok_serving(dev, ("dd if=%s bs=4k count=1 skip=%d iflag=direct 2>/dev/null | md5sum"):format(dev.path, 600))
-      assert.is_true(ublk.now() - t0 >= 0.3, "the read was delayed")
-      assert.are.equal(sh(("dd if=%s bs=4k count=1 skip=600 2>/dev/null | md5sum"):format(img)), out)
-      out = ok_serving(dev, ("dd if=%s bs=4k count=1 skip=%d iflag=direct 2>/dev/null | head -c 8"):format(dev.path, 768))
-      assert.are.equal("HHHHHHHH", out)
-      local st = dev:stats()
-      assert.is_true(calls.read >= 2 and calls.write == 2)
-      assert.is_true(st.lua.passed >= 2)
-      assert.are.equal(st.lua.requests, calls.read + calls.write)
-    end)
+    for _, threaded in ipairs { false, true } do
+      local mode = threaded and "queue_threads = true: a thread per queue" or "the Lua thread serves the queue rings"
+      it(("fail, delay, answer or pass each request of the ops they name (%s)"):format(mode), function()
+        local MiB = 2^20
+        local calls = { read = 0, write = 0 }
+        local before = threads()
+        local dev <close> = assert(ublk.new { target = "file", path = img, queue_threads = threaded, hooks = {
+          write = function(req)
+            calls.write = calls.write + 1
+            if req.offset >= MiB and req.offset < 2 * MiB then return nil, "EIO" end
+          end,
+          read = function(req)
+            calls.read = calls.read + 1
+            if req.offset >= 2 * MiB and req.offset < 3 * MiB then
+              ublk.sleep(0.3)
+              return "pass"
+            elseif req.offset == 3 * MiB then
+              return string.rep("H", req.length)
+            end
+          end,
+        } })
+        assert(dev:start())
+        assert.are.equal(before + (threaded and 1 or 0), (threads()))
+        local code, out = serving(dev, ("dd if=/dev/zero of=%s bs=4k count=1 seek=%d oflag=direct 2>&1"):format(dev.path, 257))
+        assert.are_not.equal(0, code)
+        assert.matches("Input/output error", out)
+        sh(("cmp -s -i %d:0 -n 4096 %s /dev/zero && exit 1 || true"):format(257 * 4096, img)) -- not written
+        ok_serving(dev, ("dd if=/dev/zero of=%s bs=4k count=1 seek=%d oflag=direct 2>/dev/null"):format(dev.path, 1280))
+        sh(("cmp -i %d:0 -n 4096 %s /dev/zero"):format(1280 * 4096, img)) -- passed: in the file
+        local t0 = ublk.now()
+        out = ok_serving(dev, ("dd if=%s bs=4k count=1 skip=%d iflag=direct 2>/dev/null | md5sum"):format(dev.path, 600))
+        assert.is_true(ublk.now() - t0 >= 0.3, "the read was delayed")
+        assert.are.equal(sh(("dd if=%s bs=4k count=1 skip=600 2>/dev/null | md5sum"):format(img)), out)
+        out = ok_serving(dev, ("dd if=%s bs=4k count=1 skip=%d iflag=direct 2>/dev/null | head -c 8"):format(dev.path, 768))
+        assert.are.equal("HHHHHHHH", out)
+        local st = dev:stats()
+        assert.is_true(calls.read >= 2 and calls.write == 2)
+        assert.is_true(st.lua.passed >= 2)
+        assert.are.equal(st.lua.requests, calls.read + calls.write)
+      end)
 
-    it("pass everything they return nothing for: fio verifies through a pass-through write hook", function()
-      local hooked = 0
-      local dev <close> = assert(ublk.new { target = "file", path = img, queues = 2,
-        hooks = { write = function() hooked = hooked + 1 end } })
-      assert(dev:start())
-      disk.fio_ok(ok_serving(dev, fio_command(dev.path, { rw = "randwrite", bs = "4k-128k", depth = 32, jobs = 2, size = "4m" })))
-      local st = dev:stats()
-      assert.is_true(hooked > 0)
-      assert.are.equal(hooked, st.lua.passed)
-      assert.are.equal(hooked, st.lua.requests) -- reads never went to Lua
-      assert.are.equal(0, st.lua.errors)
-    end)
+      it(("pass everything they return nothing for: fio verifies through a pass-through write hook (%s)"):format(mode), function()
+        local hooked = 0
+        local before = threads()
+        local dev <close> = assert(ublk.new { target = "file", path = img, queues = 2, queue_threads = threaded,
+          hooks = { write = function() hooked = hooked + 1 end } })
+        assert(dev:start())
+        assert.are.equal(before + (threaded and assert(dev:info()).queues or 0), (threads()))
+        disk.fio_ok(ok_serving(dev, fio_command(dev.path, { rw = "randwrite", bs = "4k-128k", depth = 32, jobs = 2, size = "4m" })))
+        local st = dev:stats()
+        assert.is_true(hooked > 0)
+        assert.are.equal(hooked, st.lua.passed)
+        assert.are.equal(hooked, st.lua.requests) -- reads never went to Lua
+        assert.are.equal(0, st.lua.errors)
+        local sum = 0
+        for _, q in ipairs(st.queues) do sum = sum + q.requests end
+        assert.is_true(sum > hooked, "reads and writes were served") -- fio reads back what it wrote
+      end)
+    end
 
     it("are absent from a device without them: its requests never reach Lua", function()
       local dev <close> = assert(ublk.new { target = "file", path = img })
