@@ -7,7 +7,7 @@
  * raises a clear error instead of touching a buffer the kernel has reused. Answers collect per
  * queue while a dispatch runs and go back in one batch at _flush: to the queue's thread (one lock,
  * one knock), or, for a device whose rings the Lua thread serves itself (server.h inline_lua), to
- * the kernel in one submit. Those rings are reaped straight into the batch _run takes, so everything
+ * the kernel in one submit, with the C target's SQEs for what hooks passed. Those rings are reaped straight into the batch _run takes, so everything
  * after the take is the same for both; what a dispatch leaves in a ring keeps its fd readable.
  *
  * The bridge is malloc'd and belongs to the device; requests and buffers reach it through the

@@ -1,7 +1,7 @@
 /*
  * The device's data plane, as methods of ublk.device (lua/ublk.lua wraps them): _serve builds the
  * server (char device, target, queues), _start_queues starts the queue threads (or, for a device
- * written in Lua, sets up the rings the Lua thread serves itself), _wait sleeps until a queue ends or
+ * with handlers or hooks, sets up the rings the Lua thread serves itself), _wait sleeps until a queue ends or
  * a signal comes, _stop_queues joins and frees. Also core.probe_backing, which the file
  * target's option checks use before anything reaches the kernel.
  */

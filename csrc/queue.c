@@ -496,7 +496,7 @@ int ublk_queue_inline_reap(struct ublk_queue *q, struct ublk_handoff_req *out, i
 	struct timespec now;
 	uint64_t ns;
 	unsigned head, n = 0;
-	int i, nr, was_done = inline_done(q);
+	int i, nr;
 
 	*ended = 0;
 	if (!q->ring_ready || (!io_uring_cq_ready(&q->ring) && !io_uring_sq_ready(&q->ring)))
@@ -525,7 +525,9 @@ int ublk_queue_inline_reap(struct ublk_queue *q, struct ublk_handoff_req *out, i
 		if (ret > 0)
 			QUEUE_STAT_ADD(q, submits, (uint64_t)ret);
 	}
-	*ended = !was_done && inline_done(q);
+	/* told once: a commit sent after the abort (an answer Lua gave late) comes back ABORT too */
+	if (!q->inline_ended && inline_done(q))
+		*ended = q->inline_ended = 1;
 	return nr;
 }
 

@@ -86,6 +86,7 @@ struct ublk_queue {
 	int nr_to_lua;                 /* this wake-up's hand-offs, pushed before the thread sleeps */
 	struct ublk_handoff_req *to_lua; /* depth slots */
 	int kernel_stopping;           /* an ABORT was seen */
+	int inline_ended;              /* inline: the owner was told the kernel ended the queue */
 	atomic_int stop;               /* asked to stop by the owner */
 	pthread_mutex_t remote_lock;
 	struct ublk_remote_done *remote; /* depth slots */
@@ -110,9 +111,11 @@ int ublk_queue_complete_remote_batch(struct ublk_queue *q, const struct ublk_rem
 void ublk_queue_request_stop(struct ublk_queue *q);
 
 /* Inline queues (server.h: inline_lua): the Lua thread owns the ring. Start: ring and FETCH_REQ for
- * every tag. Reap: the requests the kernel handed over, into out (room for depth); *ended once the
- * kernel aborted every tag. Commit: answers, submitted at once (what a failed submit leaves in the ring goes
- * with the next reap). Stop: the ring goes. */
+ * every tag. Reap: what the ring holds, handled as the queue thread would (ops without Lua go to the
+ * C target, its completions are committed); the requests for Lua go into out (room for depth); *ended
+ * once (the first reap after the kernel aborted every tag with no target I/O out). Commit: answers,
+ * submitted at once (what a failed submit leaves in the ring goes with the next reap); a passed
+ * request goes to the C target. Stop: the ring goes. */
 int ublk_queue_inline_start(struct ublk_queue *q, const char **why);
 int ublk_queue_inline_reap(struct ublk_queue *q, struct ublk_handoff_req *out, int *ended);
 int ublk_queue_inline_commit(struct ublk_queue *q, const struct ublk_remote_done *done, int n);

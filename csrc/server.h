@@ -1,6 +1,6 @@
 /*
  * The data plane of one device: /dev/ublkcN, the target, and one queue thread per hardware queue
- * (or, for a device written in Lua, queue rings the Lua thread serves itself: inline_lua).
+ * (or, for a device with Lua handlers or hooks, queue rings the Lua thread serves itself: inline_lua).
  * Owned by the device handle (lua_server.c); everything here runs without Lua.
  */
 #ifndef LUA_UBLK_SERVER_H
@@ -43,7 +43,7 @@ struct ublk_server_config {
 	int legacy;
 	int open_timeout_ms; /* how long to retry ENOENT/EACCES/EBUSY on /dev/ublkcN */
 	unsigned hook_mask;  /* 1 << UBLK_IO_OP_*: ops handed to the Lua thread */
-	int inline_lua;      /* the Lua thread owns the queue rings (pure Lua handlers only) */
+	int inline_lua;      /* the Lua thread owns the queue rings (handlers, or hooks on a C target) */
 	struct ublk_target_config tgt;
 };
 
