@@ -588,6 +588,27 @@ describe("Lua handlers on the real driver", function()
       end)
     end
 
+    it("leave the ops they do not name to the Lua thread's dispatch, or with queue_threads = true to the queue threads", function()
+      for _, threaded in ipairs { false, true } do
+        local dev <close> = assert(ublk.new { target = "file", path = img, queue_threads = threaded,
+          hooks = { write = function() end } })
+        assert(dev:start())
+        -- this thread does not dispatch while the read comes: a read is never hooked
+        local j = job.start(("dd if=%s of=/dev/null bs=4k count=1 skip=10 iflag=direct"):format(dev.path))
+        if threaded then
+          assert.are.equal(0, (j:wait(30, function() core.sleep(0.02) end)), "a queue thread served the read")
+        else
+          local t = core.monotonic()
+          repeat until core.poll(0.05, dev:fd(), 1) ~= 0 or core.monotonic() - t > 30 -- the read is in the ring
+          core.sleep(0.5)
+          assert.is_nil(j:status(), "the read waits for a dispatch")
+          assert.are.equal(0, (j:wait(30, function() dev:dispatch(0.02) end)))
+        end
+        j:cleanup()
+        assert.are.equal(0, dev:stats().lua.requests)
+      end
+    end)
+
     it("are absent from a device without them: its requests never reach Lua", function()
       local dev <close> = assert(ublk.new { target = "file", path = img })
       assert(dev:start())
