@@ -653,6 +653,32 @@ describe("Lua handlers on the real driver", function()
       collectgarbage()
       assert.are.same({}, kernel.ublk_devices())
     end)
+
+    it("a hooked device left to the collector is stopped and deleted; its ring's C work is still done", function()
+      local img = TMP .. "/collected.img"
+      sh("dd if=/dev/urandom of=" .. img .. " bs=1M count=8 2>/dev/null")
+      local j
+      do
+        local dev = assert(ublk.new { target = "file", path = img, hooks = { write = function() end } })
+        assert(dev:start())
+        -- served once (the node is there, a partition scan done), then a read nobody dispatches for
+        ok_serving(dev, "dd if=" .. dev.path .. " of=/dev/null bs=4k count=1 iflag=direct 2>/dev/null")
+        j = job.start(("dd if=%s of=%s.read bs=4k count=1 skip=10 iflag=direct"):format(dev.path, img))
+        local inflight, t = "/sys/block/" .. dev.path:match("[^/]+$") .. "/inflight", core.monotonic()
+        repeat core.sleep(0.02) until run.slurp(inflight):match("^%s*(%d+)") ~= "0" or core.monotonic() - t > 30
+        assert.are_not.equal("0", run.slurp(inflight):match("^%s*(%d+)"), "the read is in flight")
+      end
+      collectgarbage()
+      collectgarbage()
+      assert.are.same({}, kernel.ublk_devices())
+      local code, _, err = j:wait(30)
+      j:cleanup()
+      assert.are.equal(0, code, err)
+      -- the unhooked read went to the file target while the collector's STOP_DEV waited
+      assert.are.equal(sh(("dd if=%s bs=4k count=1 skip=10 2>/dev/null | md5sum"):format(img)), sh("md5sum < " .. img .. ".read"))
+      os.remove(img)
+      os.remove(img .. ".read")
+    end)
   end)
 
   it("leaves no fd, thread or device behind", function()
