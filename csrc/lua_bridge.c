@@ -111,18 +111,22 @@ void ublk_bridge_pump(struct ublk_bridge *b)
 		reap_rings(b, b->closing); /* abandoned: everything reaped is answered EIO */
 }
 
-/* Inline queues: 1 when a ring holds requests (or answers a failed submit left, which the reap
- * sends), 0 when none; what dev:fd() cannot show until the kernel's task work has run. */
+/* Inline queues: 1 when a ring holds completions, 2 when rings hold only answers a failed submit left
+ * (the reap sends them), 0 when none; what dev:fd() cannot show until the kernel's task work has run. */
 static int rings_ready(const struct ublk_bridge *b)
 {
-	int q;
+	int q, any = 0;
 
 	if (!b->srv || !b->srv->inline_lua || !b->srv->running)
 		return 0;
-	for (q = 0; q < b->nr_queues; q++)
-		if (ublk_queue_inline_ready(b->srv->queues[q]))
+	for (q = 0; q < b->nr_queues; q++) {
+		int r = ublk_queue_inline_ready(b->srv->queues[q]);
+
+		if (r == 1)
 			return 1;
-	return 0;
+		any |= r;
+	}
+	return any;
 }
 
 static void flush_all(struct ublk_bridge *b)
@@ -527,13 +531,19 @@ static int l_poll(lua_State *L)
 	struct ublk_bridge *b = check_bridge(L);
 	double timeout = luaL_optnumber(L, 2, 0);
 	struct epoll_event ev[64];
-	int n, i, reqs = 0, timer = 0, nfd = 0;
+	int n, i, ready, reqs = 0, timer = 0, nfd = 0;
 
 	b->batching++; /* first: the dispatch's _flush runs even if what follows raises */
 	luaL_checktype(L, 3, LUA_TTABLE);
-	if (b->srv && (ublk_handoff_pending(&b->srv->handoff) || b->pos < b->n || rings_ready(b))) {
+	ready = rings_ready(b);
+	if (b->srv && (ublk_handoff_pending(&b->srv->handoff) || b->pos < b->n || ready == 1)) {
 		reqs = 1; /* listed without a knock to come (handoff.h): no waiting */
 		timeout = 0;
+	} else if (ready == 2) {
+		/* answers a failed submit left: try again within 1 ms, not in a tight loop */
+		reqs = 1;
+		if (timeout < 0 || timeout > 0.001)
+			timeout = 0.001;
 	}
 	/* stopped (descriptors closed): nothing will come */
 	n = b->epfd < 0 ? 0 : epoll_wait(b->epfd, ev, 64, ublk_timeout_ms(timeout));

@@ -552,5 +552,7 @@ void ublk_queue_inline_stop(struct ublk_queue *q)
 
 int ublk_queue_inline_ready(struct ublk_queue *q)
 {
-	return q->ring_ready && (io_uring_cq_ready(&q->ring) || io_uring_sq_ready(&q->ring));
+	if (!q->ring_ready)
+		return 0;
+	return io_uring_cq_ready(&q->ring) ? 1 : io_uring_sq_ready(&q->ring) ? 2 : 0;
 }

@@ -120,7 +120,8 @@ int ublk_queue_inline_start(struct ublk_queue *q, const char **why);
 int ublk_queue_inline_reap(struct ublk_queue *q, struct ublk_handoff_req *out, int *ended);
 int ublk_queue_inline_commit(struct ublk_queue *q, const struct ublk_remote_done *done, int n);
 void ublk_queue_inline_stop(struct ublk_queue *q);
-/* Whether a reap has work: completions in the ring, or SQEs a failed submit left (it submits them). */
+/* Whether a reap has work: 1, completions in the ring; 2, only SQEs a failed submit left (the reap
+ * submits them again); 0, nothing. */
 int ublk_queue_inline_ready(struct ublk_queue *q);
 
 /* A free SQE for a target; the ring (depth * (1 + sqes_per_io) + 2 entries) never runs dry. */
