@@ -74,9 +74,9 @@ int ublk_bridge_watch_rings(struct ublk_bridge *b)
 	return 0;
 }
 
-/* Inline queues: the requests the kernel put in the rings go straight into out (room for every tag of
- * every queue; the hand-off is not used). Once the Lua side is closing (abandoned), they are answered
- * EIO here instead. Returns how many went into out. */
+/* Inline queues: each ring is served as a queue thread would serve it (queue.c), and the requests for
+ * Lua go straight into out (room for every tag of every queue; the hand-off is not used). Once the Lua
+ * side is closing (abandoned), those are answered EIO here instead. Returns how many went into out. */
 static size_t reap_rings(struct ublk_bridge *b, struct ublk_handoff_req *out)
 {
 	struct ublk_server *s = b->srv;
@@ -382,7 +382,8 @@ static int runner_main(lua_State *co)
 
 /**
  * dev:_run(handlers, pool, workers, on_yield, on_error) -> n
- * Takes the requests the queue threads handed over and runs each one's handler (handlers[op], by
+ * Takes the requests for Lua (handed over by queue threads, or reaped from the rings this thread
+ * serves) and runs each one's handler (handlers[op], by
  * op number) on a runner (above): one from pool (a list of coroutine, function pairs) or a new
  * one, which goes into the weak set workers. A handler that returns is answered at once; one that
  * yields is given to on_yield(co, req, yielded...) (at most 4 values); one that raises is answered
@@ -511,9 +512,11 @@ static int l_flush(lua_State *L)
 	if (b->batching > 0)
 		b->batching--;
 	flush_all(b);
-	if (b->srv && ((b->edge_unanswered && ublk_handoff_pending(&b->srv->handoff)) || b->pos < b->n)) {
+	if (b->srv && ((b->edge_unanswered && ublk_handoff_pending(&b->srv->handoff)) || b->pos < b->n ||
+		       rings_ready(b) == 2)) {
 		/* a nested dispatch took the knock's edge but not the list, or an error left part of
-		 * a batch: no queue thread will knock while the list is not empty */
+		 * a batch: no queue thread will knock while the list is not empty; or a failed submit
+		 * left answers in a ring, which its fd does not show (it polls on completions) */
 		b->edge_unanswered = 0;
 		ublk_handoff_knock(&b->srv->handoff);
 	}

@@ -25,9 +25,9 @@
 #include "lua_ublk.h"
 #include "server.h"
 
-/* Join the queue threads and free the data plane. Nothing may wait on Lua while the threads are
- * joined: the caller has answered EIO for what Lua holds (ublk_bridge_abandon), and from then on
- * the queue threads answer hooked requests themselves. */
+/* Join the queue threads (or end the Lua thread's rings) and free the data plane. Nothing may wait
+ * on Lua meanwhile: the caller has answered EIO for what Lua holds (ublk_bridge_abandon), and from
+ * then on hooked requests are answered EIO without Lua. */
 static void free_data_plane(struct device_handle *d)
 {
 	ublk_server_free(d->srv);
@@ -35,8 +35,9 @@ static void free_data_plane(struct device_handle *d)
 	ublk_bridge_detach(d->bridge);
 }
 
-/* While STOP_DEV waits: the requests an inline queue's ring brings now are answered EIO (the bridge
- * was abandoned), since no queue thread is there to answer them. */
+/* While STOP_DEV waits: an inline queue's ring is still served without Lua, since no queue thread is
+ * there to do it: requests for Lua are answered EIO (the bridge was abandoned), the others go to the
+ * C target as always. */
 static void answer_inline(void *arg)
 {
 	ublk_bridge_pump(arg);

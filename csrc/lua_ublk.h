@@ -33,11 +33,11 @@ void ublk_device_stop_server(struct device_handle *d);
 /* Attach a bridge to a device just served with hooks (hook_mask != 0): 0 or -errno. */
 int ublk_bridge_attach(struct device_handle *d, int hooks_pass);
 /* Answer -EIO for every request the Lua side still holds or has not taken, and refuse new ones
- * (the queue threads answer them): what a stop needs before joining. How many were answered. */
+ * (answered EIO without Lua from then on): what a stop needs before joining. How many were answered. */
 int ublk_bridge_abandon(struct ublk_bridge *b);
 /* Inline queues (server.h): watch their rings once the server started (0 or -errno; nothing to do
- * for other devices); after ublk_bridge_abandon, answer EIO for what the rings bring (the collector's
- * STOP_DEV, which no dispatch serves). */
+ * for other devices); after ublk_bridge_abandon, serve the rings without Lua: EIO for what would go
+ * to Lua, the C target for the rest (the collector's STOP_DEV, which no dispatch serves). */
 int ublk_bridge_watch_rings(struct ublk_bridge *b);
 void ublk_bridge_pump(struct ublk_bridge *b);
 /* After the server is freed; then, at the device's end, free. */

@@ -223,20 +223,29 @@ static void drain_remote(struct ublk_queue *q)
 	} while (n == 64);
 }
 
+/* When a batch for Lua was received: read once per batch, since every request in it came in the same
+ * wake-up (or reap). */
+static void stamp_batch(struct ublk_handoff_req *reqs, int n)
+{
+	struct timespec now;
+	uint64_t ns;
+	int i;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	ns = (uint64_t)now.tv_sec * 1000000000ULL + (uint64_t)now.tv_nsec;
+	for (i = 0; i < n; i++)
+		reqs[i].received_ns = ns;
+}
+
 /* This wake-up's requests for Lua join the shared list in one go; when the Lua side is gone they
  * are answered here. */
 static void flush_to_lua(struct ublk_queue *q)
 {
-	struct timespec now;
-	uint64_t ns;
 	int i, ret;
 
 	if (!q->nr_to_lua)
 		return;
-	clock_gettime(CLOCK_MONOTONIC, &now); /* once per batch: every request in it came in this wake-up */
-	ns = (uint64_t)now.tv_sec * 1000000000ULL + (uint64_t)now.tv_nsec;
-	for (i = 0; i < q->nr_to_lua; i++)
-		q->to_lua[i].received_ns = ns;
+	stamp_batch(q->to_lua, q->nr_to_lua);
 	ret = ublk_handoff_push(&q->srv->handoff, q->to_lua, q->nr_to_lua);
 	if (ret < 0) {
 		for (i = 0; i < q->nr_to_lua; i++) {
@@ -489,14 +498,22 @@ int ublk_queue_inline_start(struct ublk_queue *q, const char **why)
 	return ret;
 }
 
+/* An inline queue's submit: what was queued goes to the kernel (counted); 0 or -errno. */
+static int inline_submit(struct ublk_queue *q)
+{
+	int ret = io_uring_submit(&q->ring);
+
+	if (ret > 0)
+		QUEUE_STAT_ADD(q, submits, (uint64_t)ret);
+	return ret < 0 ? ret : 0;
+}
+
 int ublk_queue_inline_reap(struct ublk_queue *q, struct ublk_handoff_req *out, int *ended)
 {
 	struct ublk_handoff_req *batch = q->to_lua;
 	struct io_uring_cqe *cqe;
-	struct timespec now;
-	uint64_t ns;
 	unsigned head, n = 0;
-	int i, nr;
+	int nr;
 
 	*ended = 0;
 	if (!q->ring_ready || (!io_uring_cq_ready(&q->ring) && !io_uring_sq_ready(&q->ring)))
@@ -512,19 +529,12 @@ int ublk_queue_inline_reap(struct ublk_queue *q, struct ublk_handoff_req *out, i
 	nr = q->nr_to_lua;
 	q->to_lua = batch;
 	q->nr_to_lua = 0;
-	if (nr) {
-		clock_gettime(CLOCK_MONOTONIC, &now);
-		ns = (uint64_t)now.tv_sec * 1000000000ULL + (uint64_t)now.tv_nsec;
-		for (i = 0; i < nr; i++)
-			out[i].received_ns = ns;
-	}
+	if (nr)
+		stamp_batch(out, nr);
 	if (n)
 		QUEUE_STAT_ADD(q, wakeups, 1);
-	if (io_uring_sq_ready(&q->ring)) {
-		int ret = io_uring_submit(&q->ring);
-		if (ret > 0)
-			QUEUE_STAT_ADD(q, submits, (uint64_t)ret);
-	}
+	if (io_uring_sq_ready(&q->ring))
+		inline_submit(q); /* one that fails leaves its SQEs for the next reap (inline_ready: 2) */
 	/* told once: a commit sent after the abort (an answer Lua gave late) comes back ABORT too */
 	if (!q->inline_ended && inline_done(q))
 		*ended = q->inline_ended = 1;
@@ -533,20 +543,43 @@ int ublk_queue_inline_reap(struct ublk_queue *q, struct ublk_handoff_req *out, i
 
 int ublk_queue_inline_commit(struct ublk_queue *q, const struct ublk_remote_done *done, int n)
 {
-	int i, ret;
+	int i;
 
 	if (!q->ring_ready)
 		return 0;
 	for (i = 0; i < n; i++)
 		answered(q, &done[i]);
-	ret = io_uring_submit(&q->ring);
-	if (ret > 0)
-		QUEUE_STAT_ADD(q, submits, (uint64_t)ret);
-	return ret < 0 ? ret : 0;
+	return inline_submit(q);
+}
+
+/* The ring must not go while the target's I/O is with the kernel (it reads or writes the buffers,
+ * which are unmapped next): wait for those completions, 5 s at most, as a queue thread does before it
+ * leaves. Only counted: what they would answer is moot once the device is going. */
+static void inline_wait_target(struct ublk_queue *q)
+{
+	int tries = 50;
+
+	while (q->tgt_inflight > 0 && tries-- > 0) {
+		struct __kernel_timespec ts = { .tv_sec = 0, .tv_nsec = 100 * 1000 * 1000 };
+		struct io_uring_cqe *cqe;
+		unsigned head, n = 0;
+
+		io_uring_submit_and_wait_timeout(&q->ring, &cqe, 1, &ts, NULL);
+		io_uring_for_each_cqe(&q->ring, head, cqe) {
+			if (UD_KIND(cqe->user_data) == UD_TGT) {
+				q->tgt_inflight--;
+				q->ios[UD_TAG(cqe->user_data)].tgt_inflight--;
+			}
+			n++;
+		}
+		io_uring_cq_advance(&q->ring, n);
+	}
 }
 
 void ublk_queue_inline_stop(struct ublk_queue *q)
 {
+	if (q->ring_ready)
+		inline_wait_target(q);
 	ring_exit(q);
 }
 

@@ -1,7 +1,8 @@
 /*
  * One hardware queue: its thread, its io_uring, its descriptor array (mmapped from /dev/ublkcN), one
  * buffer per tag, and the door other threads knock on (an eventfd the ring itself reads) to complete
- * requests or to ask the thread to stop. Only the queue thread touches the ring and ios[].
+ * requests or to ask the thread to stop. Only the queue's daemon touches the ring and ios[]: its
+ * thread, or the Lua thread for an inline queue (which has no thread and no door).
  */
 #ifndef LUA_UBLK_QUEUE_H
 #define LUA_UBLK_QUEUE_H

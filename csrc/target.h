@@ -2,11 +2,11 @@
  * A target serves the requests of a device: one ops table per target (targets/null.c, ram.c, file.c),
  * found by name, in the manner of the kernel selftests' kublk.
  *
- * The queue thread calls queue_io for each request the kernel hands it. The target either answers at
- * once (returns bytes done, 0, or -errno) or returns UBLK_IO_QUEUED after putting SQEs on the queue's
- * own ring (user_data from ublk_tgt_user_data), answering later from io_done with
- * ublk_queue_complete(). Requests answered by another thread come back through
- * ublk_queue_complete_remote_batch().
+ * The queue's daemon (its thread, or the Lua thread for a queue it serves inline) calls queue_io for
+ * each request the kernel hands it. The target either answers at once (returns bytes done, 0, or
+ * -errno) or returns UBLK_IO_QUEUED after putting SQEs on the queue's own ring (user_data from
+ * ublk_tgt_user_data), answering later from io_done with ublk_queue_complete(). Requests answered by
+ * another thread come back through ublk_queue_complete_remote_batch().
  */
 #ifndef LUA_UBLK_TARGET_H
 #define LUA_UBLK_TARGET_H

@@ -259,8 +259,8 @@ local function opens(path)
   return f ~= nil
 end
 
---- Start serving: the queues fetch first (their threads, or this thread for a device written in
--- Lua), then START_DEV (which waits for every tag to be fetched and, on 6.12, reads the partition
+--- Start serving: the queues fetch first (their threads, or this thread for a device with a handler
+-- or hooks), then START_DEV (which waits for every tag to be fetched and, on 6.12, reads the partition
 -- table through the queues). Returns once dev.path is usable. Does nothing when already started.
 -- @return true | nil, msg, errno
 function Device:start()
@@ -291,10 +291,11 @@ function Device:start()
     end)
   end
   local affinity = {}
-  -- A device written in Lua leaves its queue threads unpinned: they only pass requests on, and one
+  -- Queue threads of a device written in Lua stay unpinned: they only pass requests on, and one
   -- pinned to the CPU it serves competes there with the program submitting to that CPU (measured
   -- in the VM, two queues on two CPUs: 9.2k, 7.9k, 8.9k random reads pinned, 11.6k, 9.5k, 11.2k not).
-  if tgt.target ~= "lua" then
+  -- A device this thread serves has no queue threads to pin.
+  if tgt.target ~= "lua" and not cfg.inline then
     for q = 0, o.queues - 1 do affinity[q + 1] = self:queue_affinity(q) end
   end
   ok, msg, errno = self:_start_queues(affinity)
