@@ -76,31 +76,19 @@ int ublk_bridge_watch_rings(struct ublk_bridge *b)
 
 /* Inline queues: each ring is served as a queue thread would serve it (queue.c), and the requests for
  * Lua go straight into out (room for every tag of every queue; the hand-off is not used). Once the Lua
- * side is closing (abandoned), those are answered EIO here instead. Returns how many went into out. */
+ * side is closing (abandoned), the reap answers those EIO itself. Returns how many went into out. */
 static size_t reap_rings(struct ublk_bridge *b, struct ublk_handoff_req *out)
 {
 	struct ublk_server *s = b->srv;
 	size_t total = 0;
-	int q, i, n, ended;
+	int q, ended;
 
 	if (!s || !s->inline_lua || !s->running)
 		return 0;
 	for (q = 0; q < b->nr_queues; q++) {
-		struct ublk_handoff_req *got = out + total;
-
-		n = ublk_queue_inline_reap(s->queues[q], got, &ended);
+		total += (size_t)ublk_queue_inline_reap(s->queues[q], out + total, &ended);
 		if (ended)
 			ublk_server_queue_ended(s);
-		if (n > 0 && s->handoff.closed) {
-			struct ublk_remote_done d = { .pass = 0, .result = -EIO };
-
-			for (i = 0; i < n; i++) {
-				d.tag = got[i].tag;
-				ublk_queue_inline_commit(s->queues[q], &d, 1);
-			}
-			n = 0;
-		}
-		total += (size_t)n;
 	}
 	return total;
 }

@@ -237,21 +237,29 @@ static void stamp_batch(struct ublk_handoff_req *reqs, int n)
 		reqs[i].received_ns = ns;
 }
 
+/* Requests for Lua once the Lua side is gone (stopping): answered EIO here, without Lua. */
+static void answer_eio(struct ublk_queue *q, const struct ublk_handoff_req *reqs, int n)
+{
+	int i;
+
+	for (i = 0; i < n; i++) {
+		q->lua_inflight--;
+		ublk_queue_complete(q, reqs[i].tag, -EIO);
+	}
+}
+
 /* This wake-up's requests for Lua join the shared list in one go; when the Lua side is gone they
  * are answered here. */
 static void flush_to_lua(struct ublk_queue *q)
 {
-	int i, ret;
+	int ret;
 
 	if (!q->nr_to_lua)
 		return;
 	stamp_batch(q->to_lua, q->nr_to_lua);
 	ret = ublk_handoff_push(&q->srv->handoff, q->to_lua, q->nr_to_lua);
 	if (ret < 0) {
-		for (i = 0; i < q->nr_to_lua; i++) {
-			q->lua_inflight--;
-			ublk_queue_complete(q, q->to_lua[i].tag, -EIO);
-		}
+		answer_eio(q, q->to_lua, q->nr_to_lua);
 	} else if (ret > 0) {
 		/* the knock goes with the submit the thread makes next, before it sleeps; an eventfd
 		 * write completes at once and posts nothing unless it fails */
@@ -529,6 +537,11 @@ int ublk_queue_inline_reap(struct ublk_queue *q, struct ublk_handoff_req *out, i
 	nr = q->nr_to_lua;
 	q->to_lua = batch;
 	q->nr_to_lua = 0;
+	if (nr && q->srv->handoff.closed) {
+		/* the Lua side is gone (the Lua thread closed it: no lock needed); they go with the submit below */
+		answer_eio(q, out, nr);
+		nr = 0;
+	}
 	if (nr)
 		stamp_batch(out, nr);
 	if (n)

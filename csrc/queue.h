@@ -113,10 +113,11 @@ void ublk_queue_request_stop(struct ublk_queue *q);
 
 /* Inline queues (server.h: inline_lua): the Lua thread owns the ring. Start: ring and FETCH_REQ for
  * every tag. Reap: what the ring holds, handled as the queue thread would (ops without Lua go to the
- * C target, its completions are committed); the requests for Lua go into out (room for depth); *ended
- * once (the first reap after the kernel aborted every tag with no target I/O out). Commit: answers,
- * submitted at once (what a failed submit leaves in the ring goes with the next reap); a passed
- * request goes to the C target. Stop: the ring goes. */
+ * C target, its completions are committed); the requests for Lua go into out (room for depth), or are
+ * answered EIO once the hand-off is closed (the Lua side is gone); *ended once (the first reap after
+ * the kernel aborted every tag with no target I/O out). Commit: answers, submitted at once (what a
+ * failed submit leaves in the ring goes with the next reap); a passed request goes to the C target.
+ * Stop: the ring goes, once the target's I/O is back. */
 int ublk_queue_inline_start(struct ublk_queue *q, const char **why);
 int ublk_queue_inline_reap(struct ublk_queue *q, struct ublk_handoff_req *out, int *ended);
 int ublk_queue_inline_commit(struct ublk_queue *q, const struct ublk_remote_done *done, int n);
