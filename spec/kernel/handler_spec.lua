@@ -55,6 +55,20 @@ local function dd_read(path, offset, bs)
   return ("dd if=%s bs=%d count=1 skip=%d iflag=direct,skip_bytes 2>&1 >/dev/null"):format(path, bs or 4096, offset)
 end
 
+-- One read served while dispatching, so that the node is there and a partition scan is done: what
+-- the disk reads next is the spec's own.
+local function serve_one_read(dev)
+  ok_serving(dev, "dd if=" .. dev.path .. " of=/dev/null bs=4k count=1 iflag=direct 2>/dev/null")
+end
+
+-- Wait (without dispatching) until the disk counts a read in flight.
+local function wait_in_flight(dev)
+  local inflight, t = "/sys/block/" .. dev.path:match("[^/]+$") .. "/inflight", core.monotonic()
+  local function reads() return run.slurp(inflight):match("^%s*(%d+)") end
+  repeat core.sleep(0.02) until reads() ~= "0" or core.monotonic() - t > 30
+  assert.are_not.equal("0", reads(), "the read is in flight")
+end
+
 describe("Lua handlers on the real driver", function()
   local fds, nthreads
   setup(function()
@@ -594,23 +608,21 @@ describe("Lua handlers on the real driver", function()
       end)
     end
 
-    it("leave the ops they do not name to the Lua thread's dispatch, or with queue_threads = true to the queue threads", function()
-      for _, threaded in ipairs { false, true } do
+    for _, threaded in ipairs { false, true } do
+      it(("leave the ops they do not name to %s"):format(threaded and "the queue threads (queue_threads = true)"
+          or "the Lua thread's dispatch"), function()
         local dev <close> = assert(ublk.new { target = "file", path = img, queue_threads = threaded,
           hooks = { write = function() end } })
         assert(dev:start())
-        -- served once (the node is there, a partition scan done); then a read while this thread does
-        -- not dispatch: a read is never hooked
-        ok_serving(dev, "dd if=" .. dev.path .. " of=/dev/null bs=4k count=1 iflag=direct 2>/dev/null")
+        serve_one_read(dev)
         local served = dev:stats().queues[1].requests
+        -- a read (never hooked) while this thread does not dispatch
         local j = job.start(("dd if=%s of=/dev/null bs=4k count=1 skip=10 iflag=direct"):format(dev.path))
         if threaded then
           assert.are.equal(0, (j:wait(30, function() core.sleep(0.02) end)), "a queue thread served the read")
           assert.is_true(dev:stats().queues[1].requests > served)
         else
-          local inflight, t = "/sys/block/" .. dev.path:match("[^/]+$") .. "/inflight", core.monotonic()
-          repeat core.sleep(0.02) until run.slurp(inflight):match("^%s*(%d+)") ~= "0" or core.monotonic() - t > 30
-          assert.are_not.equal("0", run.slurp(inflight):match("^%s*(%d+)"), "the read is in flight")
+          wait_in_flight(dev)
           assert.are.equal(1, core.poll(5, dev:fd(), 1) & 1, "the read is in the ring")
           core.sleep(0.5)
           assert.is_nil(j:status(), "the read waits for a dispatch")
@@ -620,8 +632,8 @@ describe("Lua handlers on the real driver", function()
         end
         j:cleanup()
         assert.are.equal(0, dev:stats().lua.requests)
-      end
-    end)
+      end)
+    end
 
     it("are absent from a device without them: its requests never reach Lua", function()
       local dev <close> = assert(ublk.new { target = "file", path = img })
@@ -675,12 +687,9 @@ describe("Lua handlers on the real driver", function()
       do
         local dev = assert(ublk.new { target = "file", path = img, hooks = { write = function() end } })
         assert(dev:start())
-        -- served once (the node is there, a partition scan done), then a read nobody dispatches for
-        ok_serving(dev, "dd if=" .. dev.path .. " of=/dev/null bs=4k count=1 iflag=direct 2>/dev/null")
+        serve_one_read(dev)
         j = job.start(("dd if=%s of=%s.read bs=4k count=1 skip=10 iflag=direct"):format(dev.path, img))
-        local inflight, t = "/sys/block/" .. dev.path:match("[^/]+$") .. "/inflight", core.monotonic()
-        repeat core.sleep(0.02) until run.slurp(inflight):match("^%s*(%d+)") ~= "0" or core.monotonic() - t > 30
-        assert.are_not.equal("0", run.slurp(inflight):match("^%s*(%d+)"), "the read is in flight")
+        wait_in_flight(dev) -- nobody dispatches for it
       end
       collectgarbage()
       collectgarbage()
