@@ -61,12 +61,15 @@ local function serve_one_read(dev)
   ok_serving(dev, "dd if=" .. dev.path .. " of=/dev/null bs=4k count=1 iflag=direct 2>/dev/null")
 end
 
--- Wait (without dispatching) until the disk counts a read in flight.
-local function wait_in_flight(dev)
+-- Wait (without dispatching) until the disk counts a read in flight, and a write with `write`.
+local function wait_in_flight(dev, write)
   local inflight, t = "/sys/block/" .. dev.path:match("[^/]+$") .. "/inflight", core.monotonic()
-  local function reads() return run.slurp(inflight):match("^%s*(%d+)") end
-  repeat core.sleep(0.02) until reads() ~= "0" or core.monotonic() - t > 30
-  assert.are_not.equal("0", reads(), "the read is in flight")
+  local function there()
+    local r, w = run.slurp(inflight):match("^%s*(%d+)%s+(%d+)")
+    return r ~= "0" and (not write or w ~= "0")
+  end
+  repeat core.sleep(0.02) until there() or core.monotonic() - t > 30
+  assert.is_true(there(), "the read" .. (write and " and the write are" or " is") .. " in flight")
 end
 
 describe("Lua handlers on the real driver", function()
@@ -680,20 +683,26 @@ describe("Lua handlers on the real driver", function()
       assert.are.same({}, kernel.ublk_devices())
     end)
 
-    it("a hooked device left to the collector is stopped and deleted; its ring's C work is still done", function()
+    it("a hooked device left to the collector is stopped and deleted; its ring's C work is still done, its hooked requests fail", function()
       local img = TMP .. "/collected.img"
       sh("dd if=/dev/urandom of=" .. img .. " bs=1M count=8 2>/dev/null")
-      local j
+      local j, w
       do
         local dev = assert(ublk.new { target = "file", path = img, hooks = { write = function() end } })
         assert(dev:start())
         serve_one_read(dev)
         j = job.start(("dd if=%s of=%s.read bs=4k count=1 skip=10 iflag=direct"):format(dev.path, img))
-        wait_in_flight(dev) -- nobody dispatches for it
+        w = job.start(("dd if=/dev/zero of=%s bs=4k count=1 seek=20 oflag=direct 2>&1"):format(dev.path))
+        wait_in_flight(dev, true) -- nobody dispatches for them
       end
       collectgarbage()
       collectgarbage()
       assert.are.same({}, kernel.ublk_devices())
+      -- the hooked write came to the ring with no Lua left to run its hook: EIO, not a hang
+      local wcode, wout = w:wait(30)
+      w:cleanup()
+      assert.are_not.equal(0, wcode)
+      assert.matches("Input/output error", wout)
       local code, _, err = j:wait(30)
       j:cleanup()
       assert.are.equal(0, code, err)
