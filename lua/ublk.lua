@@ -329,6 +329,17 @@ end
 -- How long a stop keeps serving handlers that still hold requests before answering them EIO.
 local STOP_GRACE = 5
 
+-- A control command sent without its own idle function (require("ublk.control").command) that waits
+-- for a device's requests in flight, for a device this thread serves: serve its Lua side meanwhile,
+-- as dev:stop() does, or the kernel would wait for answers only this thread can give. The ones that
+-- end the device answer EIO, after the grace, for what handlers still hold.
+local WAITS_FOR_REQUESTS = { STOP_DEV = STOP_GRACE, DEL_DEV = STOP_GRACE, QUIESCE_DEV = false }
+control.serving = function(id, name)
+  local grace = WAITS_FOR_REQUESTS[name]
+  local dev = grace ~= nil and mine[id]
+  if dev and dev:_owned() == id and dev:_data().started then return dev:_idler(grace or nil, name) end
+end
+
 --- Stop serving: STOP_DEV (requests in flight are still served; new ones fail), then the queues
 -- end (their threads, if any, are joined). The device stays until `delete`/`close`. Does nothing when not started.
 -- @return true | nil, msg, errno
@@ -403,7 +414,8 @@ end
 
 -- While a control command for this device is with the kernel, keep serving its Lua side; after
 -- `grace` seconds (a stop), answer EIO for requests handlers still hold, so the stop can finish.
-function Device:_idler(grace)
+-- `name` names the command in what is logged (default: STOP_DEV with a grace, else START_DEV).
+function Device:_idler(grace, name)
   local data = self:_data()
   local sched = data.sched
   if not sched then return nil end
@@ -414,7 +426,7 @@ function Device:_idler(grace)
     core.poll(0.05, ring_fd, 1, fd, 1)
     -- never raises: the grace period below must come, or a stop could wait for ever
     local ok, err = pcall(sched.dispatch, sched, 0)
-    if not ok then sched:say("dispatching during " .. (grace and "STOP_DEV" or "START_DEV") .. ": " .. tostring(err)) end
+    if not ok then sched:say("dispatching during " .. (name or grace and "STOP_DEV" or "START_DEV") .. ": " .. tostring(err)) end
     if grace and not abandoned and core.monotonic() - since > grace then
       abandoned = true
       local n = self:_abandon()

@@ -80,7 +80,12 @@ function M.get()
   return c
 end
 
---- Send one control command. `a` = { dev_id, queue_id, data, buf, len, dev_path, context }.
+--- Set by ublk.lua: serving(dev_id, name) -> an idle function for a command that would otherwise wait
+-- for requests this thread must answer (a device it serves), or nil.
+M.serving = nil
+
+--- Send one control command. `a` = { dev_id, queue_id, data, buf, len, dev_path, context, idle }:
+-- `idle` runs while the kernel has not answered; without it, `M.serving` may give one.
 -- @return res (>= 0), out | nil, message, errno
 function M.command(name, a)
   local c, msg, errno = M.get()
@@ -109,7 +114,9 @@ function M.command(name, a)
       end
     end
   end
-  local res, out, sqe = c:command(op, dev_id, queue_id, a.data or 0, a.buf, a.len, tracer, a.dev_path, a.idle)
+  local idle = a.idle
+  if idle == nil and M.serving and a.dev_id then idle = M.serving(a.dev_id, name) end
+  local res, out, sqe = c:command(op, dev_id, queue_id, a.data or 0, a.buf, a.len, tracer, a.dev_path, idle)
   if res == nil then return nil, out, sqe end -- the ring itself failed
   if state.trace then
     if res < 0 then

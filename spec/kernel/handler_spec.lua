@@ -483,6 +483,33 @@ describe("Lua handlers on the real driver", function()
       assert.matches("Input/output error", out)
     end)
 
+    it("are served while a raw STOP_DEV from require(\"ublk.control\") waits for their requests", function()
+      local control = require("ublk.control")
+      local served = 0
+      local dev = assert(ublk.new { size = "8M", handler = { read = function(req)
+        if req.offset == 2^20 then served = served + 1 end
+        req.buf:fill(7)
+      end } })
+      assert(dev:start())
+      serve_one_read(dev)
+      local j = job.start(("dd if=%s bs=4096 count=1 skip=256 iflag=direct 2>/dev/null | od -An -tu1 | head -1")
+        :format(dev.path))
+      wait_in_flight(dev) -- not dispatching: only the STOP_DEV below can let this thread answer it
+      assert.are.equal(0, served)
+      local t = core.monotonic()
+      -- STOP_DEV waits for the read in flight, which only this thread serves: without an idle
+      -- function of the caller's, control.command must serve the device itself, or wait for ever
+      assert(control.command("STOP_DEV", { dev_id = dev.id }))
+      assert.is_true(core.monotonic() - t < 20, "the STOP_DEV took " .. (core.monotonic() - t) .. " s")
+      assert.are.equal(1, served)
+      local code, out = j:wait(30)
+      j:cleanup()
+      assert.are.equal(0, code, out)
+      assert.matches("^%s*7%s+7%s+7", out) -- the handler's bytes, not an error
+      assert(dev:delete())
+      assert.are.same({}, kernel.ublk_devices())
+    end)
+
     it("may delete their own device: what is still held is answered EIO", function()
       local dev, deleted
       dev = assert(ublk.new { size = "8M", handler = {
