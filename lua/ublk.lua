@@ -329,15 +329,14 @@ end
 -- How long a stop keeps serving handlers that still hold requests before answering them EIO.
 local STOP_GRACE = 5
 
--- A control command sent without its own idle function (require("ublk.control").command) that waits
--- for a device's requests in flight, for a device this thread serves: serve its Lua side meanwhile,
--- as dev:stop() does, or the kernel would wait for answers only this thread can give. The ones that
--- end the device answer EIO, after the grace, for what handlers still hold.
-local WAITS_FOR_REQUESTS = { STOP_DEV = STOP_GRACE, DEL_DEV = STOP_GRACE, QUIESCE_DEV = false }
+-- A raw STOP_DEV (require("ublk.control").command, without an idle function of the caller's) for a
+-- device this thread serves waits for its requests in flight, which only this thread can answer:
+-- serve its Lua side meanwhile, as dev:stop() does. (A raw synchronous DEL_DEV of a served device
+-- waits until this process closes the device, which no serving brings: dev:delete() and
+-- ublk.delete(id) stop, close and delete in that order.)
 control.serving = function(id, name)
-  local grace = WAITS_FOR_REQUESTS[name]
-  local dev = grace ~= nil and mine[id]
-  if dev and dev:_owned() == id and dev:_data().started then return dev:_idler(grace or nil, name) end
+  local dev = name == "STOP_DEV" and mine[id]
+  if dev and dev:_owned() == id and dev:_data().started then return dev:_idler(STOP_GRACE) end
 end
 
 --- Stop serving: STOP_DEV (requests in flight are still served; new ones fail), then the queues
@@ -414,8 +413,7 @@ end
 
 -- While a control command for this device is with the kernel, keep serving its Lua side; after
 -- `grace` seconds (a stop), answer EIO for requests handlers still hold, so the stop can finish.
--- `name` names the command in what is logged (default: STOP_DEV with a grace, else START_DEV).
-function Device:_idler(grace, name)
+function Device:_idler(grace)
   local data = self:_data()
   local sched = data.sched
   if not sched then return nil end
@@ -426,7 +424,7 @@ function Device:_idler(grace, name)
     core.poll(0.05, ring_fd, 1, fd, 1)
     -- never raises: the grace period below must come, or a stop could wait for ever
     local ok, err = pcall(sched.dispatch, sched, 0)
-    if not ok then sched:say("dispatching during " .. (name or grace and "STOP_DEV" or "START_DEV") .. ": " .. tostring(err)) end
+    if not ok then sched:say("dispatching during " .. (grace and "STOP_DEV" or "START_DEV") .. ": " .. tostring(err)) end
     if grace and not abandoned and core.monotonic() - since > grace then
       abandoned = true
       local n = self:_abandon()
