@@ -40,6 +40,8 @@ static const struct {
 	E(ENODEV), E(ENOTDIR),	  E(EINVAL),	 E(ENFILE),    E(EMFILE),      E(ENOTTY),     E(EFBIG),
 	E(ENOSPC), E(EROFS),	  E(ERANGE),	 E(ENOSYS),    E(EOPNOTSUPP), E(ETIMEDOUT), E(EALREADY),
 	E(ECANCELED), E(EOVERFLOW), E(EBADFD), E(ENOTSUP), E(EDOM), E(ESPIPE),
+	/* the ones the block layer passes on to the submitter (errno_to_blk_status), besides those above */
+	E(ENOLINK), E(EREMOTEIO), E(EBADE), E(ENODATA), E(EILSEQ), E(ETIME), E(ETOOMANYREFS),
 #undef E
 };
 

@@ -119,6 +119,7 @@ describe("Lua handlers on the real driver", function()
         string = function(req) return string.rep("S", req.length) end,
         enospc = function() return nil, "ENOSPC" end,
         enodata = function() return nil, 61 end,
+        enodata_name = function() return nil, "ENODATA" end, -- one the block layer passes on (a medium error)
         raise = function() error("boom") end,
         table = function() return {} end,
         short = function(req) return "too short" end,
@@ -153,6 +154,9 @@ describe("Lua handlers on the real driver", function()
       assert.are_not.equal(0, code)
       assert.matches("No space left on device", out)
       code, out = read_as("enodata")
+      assert.are_not.equal(0, code)
+      assert.matches("No data available", out)
+      code, out = read_as("enodata_name")
       assert.are_not.equal(0, code)
       assert.matches("No data available", out)
       code, out = read_as("raise", 8192)
