@@ -103,9 +103,13 @@ M.keys = {
 local known = {}
 for _, k in ipairs(M.keys) do known[k[1]] = true end
 
+--- Options ublk.new takes besides these, for the unknown-option message: ublk.targets adds its own.
+M.other_keys = {}
+
 local function allowed_keys()
   local names = {}
   for _, k in ipairs(M.keys) do names[#names + 1] = k[1] end
+  for _, k in ipairs(M.other_keys) do names[#names + 1] = k end
   return table.concat(names, ", ")
 end
 

@@ -18,7 +18,10 @@ M.keys = {
   { "queue_threads", "handler or hooks: true gives each queue a thread of its own (the C work runs there, the Lua work is handed to the Lua thread); default false: the Lua thread serves the queues' rings itself" },
 }
 local own = {}
-for _, k in ipairs(M.keys) do own[k[1]] = true end
+for _, k in ipairs(M.keys) do
+  own[k[1]] = true
+  params.other_keys[#params.other_keys + 1] = k[1] -- named when an option is unknown
+end
 
 M.names = { "null", "ram", "file" }
 local known = { null = true, ram = true, file = true }
@@ -153,6 +156,7 @@ function M.prepare_file(dev, tgt, t)
   if not probe and errno == core.errno.ENOENT and dev.size ~= nil then
     local size = params.parse_size(dev.size)
     if not size then fail("size", dev.size, "expected a whole number of bytes") end
+    params.check(dev) -- misuse raises before the file exists, not after
     local ok, m2, e2 = core.create_file(path, offset + size)
     if not ok then t.errno = e2; return nil, "file target: creating " .. m2 end
     probe, msg, errno = core.probe_backing(path)

@@ -30,6 +30,12 @@ describe("target options", function()
       "ublk.new: target = 7: must be one of null, ram, file")
   end)
 
+  it("names the target and handler options too when an option is unknown", function()
+    local ok, err = pcall(require("ublk").check, { size = "1M", target = "null", hook = {} })
+    assert.is_false(ok)
+    assert.matches("^ublk.new: unknown option 'hook' %(known: size, .*, hooks, .*queue_threads%)$", err)
+  end)
+
   describe("file", function()
     local img = TMP .. "/lua-ublk-targets-spec.img"
     before_each(function() os.remove(img) end)
@@ -54,6 +60,12 @@ describe("target options", function()
       local f = assert(io.open(img))
       assert.are.equal(3 * 2^20, f:seek("end"))
       f:close()
+    end)
+
+    it("creates no file for options that are misuse", function()
+      assert.has_error(function() targets.prepare { target = "file", path = img, size = "3M", block_size = 1000 } end,
+        "ublk.new: block_size = 1000: must be a power of two from 512 to 4 KiB (the page size)")
+      assert.is_nil(io.open(img), "the file was not created")
     end)
 
     it("returns nil, message, errno for a missing file without a size", function()
