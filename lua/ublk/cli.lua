@@ -57,6 +57,7 @@ printing its id and path; the server goes on in the background. ublk del ID stop
   --buffered       file: no O_DIRECT (the page cache of the backing file is used)
   --foreground     serve in this process until Ctrl-C or ublk del, then delete the device
   --log FILE       where the background server writes its messages (default: nowhere)
+  --trace          print every control command, decoded, to stderr (as for every command)
 Sizes: 4096, 512K, 64M, 1G.
 ]],
   list = [[
