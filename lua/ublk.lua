@@ -272,6 +272,9 @@ function Device:start()
   end
   local o = data.options
   local lua_ops = tgt.handler or tgt.hooks
+  if data.was_served and lua_ops then
+    error(("dev:start: device %d was stopped, and a device with a handler or hooks is not served again (its Lua side ended with the stop): create a new one"):format(id), 2)
+  end
   local cfg = { target = tgt.target, path = tgt.path, offset = tgt.offset, direct = tgt.direct,
     size = o.size, block_size = o.block_size, read_only = o.read_only,
     queues = o.queues, depth = o.depth, max_io = o.max_io,
@@ -281,9 +284,12 @@ function Device:start()
     by_op[handler.ops[name]] = fn
     cfg.hooks = cfg.hooks | (1 << handler.ops[name])
   end
+  -- a stopped device started again: 7.3 serves it, 6.12 refuses its FETCH_REQs (EINVAL)
+  local again = data.was_served
+    and " (it was stopped before: a kernel may refuse to serve a stopped device again, as 6.12 does; create a new one)" or ""
   local ok, msg, errno = self:_serve(cfg)
   if not ok then
-    return nil, ("device %d (%s target): %s"):format(id, tgt.target, control.explain_open(data.char_path, msg, errno)), errno
+    return nil, ("device %d (%s target): %s%s"):format(id, tgt.target, control.explain_open(data.char_path, msg, errno), again), errno
   end
   if lua_ops then
     data.sched = handler.new(self, by_op, tgt.log or function(line)
@@ -301,14 +307,14 @@ function Device:start()
   ok, msg, errno = self:_start_queues(affinity)
   if not ok then
     self:_stop_queues()
-    return nil, ("device %d: starting the queues: %s"):format(id, msg), errno
+    return nil, ("device %d: starting the queues: %s%s"):format(id, msg, again), errno
   end
   local res
   -- START_DEV may read the partition table through the queues: Lua serves meanwhile
   res, msg, errno = command("START_DEV", { dev_id = id, data = core.getpid(), idle = self:_idler() })
   if not res then
     self:_stop_queues()
-    return nil, msg, errno
+    return nil, msg .. again, errno
   end
   data.started, data.was_served = true, true
   -- /dev/ublkbN appears through udev after START_DEV: usable means it opens. Opening it may read

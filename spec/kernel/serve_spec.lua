@@ -214,6 +214,32 @@ describe("serving I/O on the real driver", function()
       assert(dev:delete())
       no_devices_left()
     end)
+
+    it("starts a stopped device again where the kernel serves it again (7.3), and says why not where not (6.12)", function()
+      local dev <close> = assert(ublk.new { target = "null", size = "16M" })
+      assert(dev:start())
+      assert(dev:stop())
+      local ok, msg, errno = dev:start()
+      if kernel.series == "6.12" then assert.is_nil(ok) end
+      if kernel.series == "7.3" then assert.is_true(ok, msg) end
+      if ok then
+        assert.are.equal("live", dev:info().state)
+        sh("dd if=" .. dev.path .. " of=/dev/null bs=4k count=16 iflag=direct 2>&1")
+      else
+        assert.are.equal("integer", math.type(errno))
+        assert.matches("it was stopped before: a kernel may refuse to serve a stopped device again, as 6.12 does; create a new one", msg)
+        assert.are.equal(0, dev:_serving())
+      end
+      assert(dev:delete())
+      no_devices_left()
+      -- a device with Lua in its path is never served again: its Lua side ended with the stop
+      local lua_dev <close> = assert(ublk.new { size = "8M", handler = { read = function() end } })
+      assert(lua_dev:start())
+      assert(lua_dev:stop())
+      assert.has_error(function() lua_dev:start() end, ("dev:start: device %d was stopped, and a device with a handler or hooks is not served again (its Lua side ended with the stop): create a new one"):format(lua_dev.id))
+      assert(lua_dev:delete())
+      no_devices_left()
+    end)
   end)
 
   it("serves eight devices at once from one process", function()
