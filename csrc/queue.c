@@ -99,7 +99,10 @@ void ublk_queue_free(struct ublk_queue *q)
 		return;
 	if (q->descs != MAP_FAILED)
 		munmap(q->descs, q->descs_len);
-	if (q->bufs != MAP_FAILED)
+	/* Target I/O still out when the ring went (a backing store that did not answer within the
+	 * inline ring's wait, or a ring that failed): a buffered read may still be copied into these
+	 * buffers by an io-wq worker, so they stay mapped rather than be reused by a later mmap. */
+	if (q->bufs != MAP_FAILED && q->tgt_inflight == 0)
 		munmap(q->bufs, (size_t)q->depth * q->buf_size);
 	if (q->door >= 0)
 		close(q->door);
