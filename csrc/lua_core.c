@@ -118,16 +118,20 @@ static int l_probe_ring(lua_State *L)
 	ret = io_uring_queue_init(2, &ring, IORING_SETUP_SQE128 | IORING_SETUP_CQE32);
 	if (ret < 0)
 		return ublk_lua_fail(L, "io_uring_setup(SQE128|CQE32)", -ret);
+	probe = io_uring_get_probe_ring(&ring);
+	io_uring_queue_exit(&ring);
 	lua_pushboolean(L, 1);
 	lua_setfield(L, -2, "sqe128");
-	probe = io_uring_get_probe_ring(&ring);
 	if (probe) {
-		lua_pushboolean(L, io_uring_opcode_supported(probe, IORING_OP_URING_CMD));
-		lua_setfield(L, -2, "uring_cmd");
-		ublk_lua_set_int(L, "last_op", probe->last_op);
+		/* read out and freed before the table is filled: lua_setfield may raise (out of memory) */
+		int uring_cmd = io_uring_opcode_supported(probe, IORING_OP_URING_CMD);
+		int last_op = probe->last_op;
+
 		io_uring_free_probe(probe);
+		lua_pushboolean(L, uring_cmd);
+		lua_setfield(L, -2, "uring_cmd");
+		ublk_lua_set_int(L, "last_op", last_op);
 	}
-	io_uring_queue_exit(&ring);
 	return 1;
 }
 

@@ -120,6 +120,8 @@ static int l_serve(lua_State *L)
 	luaL_argcheck(L, cfg.nr_queues >= 1 && cfg.nr_queues <= (int)UBLK_MAX_NR_QUEUES, 2, "queues out of range");
 	luaL_argcheck(L, cfg.depth >= 1 && cfg.depth <= UBLK_MAX_QUEUE_DEPTH, 2, "depth out of range");
 	luaL_argcheck(L, cfg.buf_size >= 4096 && cfg.buf_size <= (1U << UBLK_IO_BUF_BITS), 2, "max_io out of range");
+	/* rings the Lua thread serves are reaped by the Lua side, which only hooks or a handler bring */
+	luaL_argcheck(L, !cfg.inline_lua || cfg.hook_mask, 2, "inline needs hooks (a handler or hooks)");
 
 	ret = ublk_server_new(&d->srv, &cfg, &why);
 	if (ret < 0) {

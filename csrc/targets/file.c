@@ -34,9 +34,11 @@ static int file_init(struct ublk_target *t, const struct ublk_target_config *cfg
 		return -errno;
 	}
 	if (fstat(fd, &st) < 0) {
+		int e = errno; /* before close, which may change it */
+
 		*why = "fstat on the backing file";
 		close(fd);
-		return -errno;
+		return -e;
 	}
 	t->fd = fd;
 	t->backing_is_blockdev = S_ISBLK(st.st_mode);
