@@ -30,7 +30,11 @@ function M.pid()
 end
 
 --- Our threads, not io_uring's own workers (iou-wrk-*, which the kernel retires when idle): how
--- many, and their names.
+-- many, and their names. A worker is told by its PF_IO_WORKER flag (0x10, the ninth field of its
+-- stat), not only by its name: one still starting bears the process's name until it renames itself,
+-- and counted as ours it made a spec file's count of threads one too many (a control command's
+-- worker being created as the count was taken).
+local PF_IO_WORKER = 0x10
 function M.threads()
   local n, names = 0, {}
   local dir = "/proc/" .. M.pid() .. "/task/"
@@ -39,7 +43,11 @@ function M.threads()
     local f = io.open(dir .. tid .. "/comm")
     local comm = f and f:read("l") or ""
     if f then f:close() end
-    if not comm:match("^iou%-") then n = n + 1; names[#names + 1] = comm end
+    f = io.open(dir .. tid .. "/stat")
+    local stat = f and f:read("a") or ""
+    if f then f:close() end
+    local flags = tonumber(stat:match("%) %S+ %S+ %S+ %S+ %S+ %S+ (%d+)")) or 0
+    if not comm:match("^iou%-") and flags & PF_IO_WORKER == 0 then n = n + 1; names[#names + 1] = comm end
   end
   ls:close()
   return n, table.concat(names, ",")
