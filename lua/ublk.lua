@@ -80,6 +80,13 @@ for k, f in pairs(methods) do Device[k] = f end
 -- requests that only this thread can answer).
 local mine = setmetatable({}, { __mode = "v" })
 
+-- The device with this id that this Lua state serves now, or nil (held while served, so the id
+-- cannot have gone to another device).
+local function served_here(id)
+  local dev = mine[id]
+  if dev and dev:_owned() == id and dev:_data().started then return dev end
+end
+
 -- The id and Lua-side data of a device still owned; using a deleted one is misuse.
 local function owned(dev)
   local id = dev:_owned()
@@ -285,11 +292,13 @@ function Device:start()
     cfg.hooks = cfg.hooks | (1 << handler.ops[name])
   end
   -- a stopped device started again: 7.3 serves it, 6.12 refuses its FETCH_REQs (EINVAL)
-  local again = data.was_served
-    and " (it was stopped before: a kernel may refuse to serve a stopped device again, as 6.12 does; create a new one)" or ""
+  local function refused(msg)
+    if not data.was_served then return msg end
+    return msg .. " (it was stopped before: a kernel may refuse to serve a stopped device again, as 6.12 does; create a new one)"
+  end
   local ok, msg, errno = self:_serve(cfg)
   if not ok then
-    return nil, ("device %d (%s target): %s%s"):format(id, tgt.target, control.explain_open(data.char_path, msg, errno), again), errno
+    return nil, refused(("device %d (%s target): %s"):format(id, tgt.target, control.explain_open(data.char_path, msg, errno))), errno
   end
   if lua_ops then
     data.sched = handler.new(self, by_op, tgt.log or function(line)
@@ -307,14 +316,14 @@ function Device:start()
   ok, msg, errno = self:_start_queues(affinity)
   if not ok then
     self:_stop_queues()
-    return nil, ("device %d: starting the queues: %s%s"):format(id, msg, again), errno
+    return nil, refused(("device %d: starting the queues: %s"):format(id, msg)), errno
   end
   local res
   -- START_DEV may read the partition table through the queues: Lua serves meanwhile
   res, msg, errno = command("START_DEV", { dev_id = id, data = core.getpid(), idle = self:_idler() })
   if not res then
     self:_stop_queues()
-    return nil, msg .. again, errno
+    return nil, refused(msg), errno
   end
   data.started, data.was_served = true, true
   -- /dev/ublkbN appears through udev after START_DEV: usable means it opens. Opening it may read
@@ -341,8 +350,8 @@ local STOP_GRACE = 5
 -- waits until this process closes the device, which no serving brings: dev:delete() and
 -- ublk.delete(id) stop, close and delete in that order.)
 control.serving = function(id, name)
-  local dev = name == "STOP_DEV" and mine[id]
-  if dev and dev:_owned() == id and dev:_data().started then return dev:_idler(STOP_GRACE) end
+  local dev = name == "STOP_DEV" and served_here(id)
+  if dev then return dev:_idler(STOP_GRACE) end
 end
 
 --- Stop serving: STOP_DEV (requests in flight are still served; new ones fail), then the queues
@@ -519,8 +528,8 @@ end
 -- as `dev:delete()` deletes it.
 function M.delete(id, wait)
   if math.type(id) ~= "integer" or id < 0 then error("ublk.delete: id must be a device number", 2) end
-  local own = mine[id] -- served here: held while served, so the id cannot have gone to another device
-  if own and own:_owned() == id and own:_data().started then return own:delete() end
+  local own = served_here(id)
+  if own then return own:delete() end
   local c, msg, errno = control.get()
   if not c then return nil, msg, errno end
   local function gone(seconds)
