@@ -259,6 +259,16 @@ local function wait_until(seconds, ready)
   return false
 end
 
+-- Whether process pid has ended: gone, or a zombie nobody has reaped yet.
+local function process_ended(pid)
+  local f = io.open(("/proc/%d/stat"):format(pid))
+  if not f then return true end
+  -- reaped between the open and the read: the read fails (ESRCH), and the process is gone
+  local text = f:read("a")
+  f:close()
+  return not text or text:match("^%d+ %b() (%a)") == "Z"
+end
+
 -- a file that opens (and is closed again)
 local function opens(path)
   local f = io.open(path, "rb")
@@ -537,14 +547,8 @@ function M.delete(id, wait)
   end
   -- A live server is asked to stop (SIGTERM: it stops, then deletes the device itself); one that
   -- does not within `wait` seconds is killed, and the device deleted here.
-  local function exited(pid, seconds) -- gone, or a zombie nobody has reaped yet
-    return wait_until(seconds, function()
-      local f = io.open(("/proc/%d/stat"):format(pid))
-      if not f then return true end
-      local st = f:read("a"):match("^%d+ %b() (%a)")
-      f:close()
-      return st == "Z"
-    end)
+  local function exited(pid, seconds)
+    return wait_until(seconds, function() return process_ended(pid) end)
   end
   local info = info_of(id)
   if info and info.pid > 0 and info.pid ~= core.getpid() and core.kill(info.pid, 0) then
@@ -592,5 +596,6 @@ M._set_legacy = control.set_legacy
 --- Internal state, for the doctor and the specs.
 function M._state() return state end
 M._read_record = read_record
+M._process_ended = process_ended
 
 return M

@@ -146,7 +146,9 @@ function commands.features(ublk, args)
   local f, msg = ublk.features()
   if not f then err("%s", msg) return 1 end
   if args.json then out("%s", json(f)) return 0 end
-  out("features 0x%x (ublk driver of Linux %s)", f.mask, (io.open("/proc/sys/kernel/osrelease") or io.stdin):read("l") or "?")
+  local release = io.open("/proc/sys/kernel/osrelease")
+  out("features 0x%x (ublk driver of Linux %s)", f.mask, release and release:read("l") or "?")
+  if release then release:close() end
   for _, n in ipairs(f.names) do out("  %s", n) end
   out("opcodes: %s%s", f.ioctl_encode and "ioctl-encoded" or "legacy only",
     f.legacy_opcodes and "; legacy also accepted" or "; legacy refused")
