@@ -343,7 +343,7 @@ for _, aim in ipairs(AIMS) do
           local ceiling_said, asked_over_ceiling, above = "", nil, 0
           local top = aim.ceiling and by_name(cj, aim.ceiling)
           if top and top.median and top.median.iops > 0 then
-            local asked = aim.at_least * res.median.iops / res.vs_peer -- at_least x the peer's median
+            local asked = aim.at_least * by_name(cj, aim.peer).median.iops
             asked_over_ceiling = asked / top.median.iops
             local compared = 0
             for _, n in ipairs(top.runs) do
