@@ -1,7 +1,7 @@
 /*
  * Process plumbing the server and the CLI need and Lua lacks: going to the background with a
- * report pipe back to the parent (`ublk add`), catching SIGINT/SIGTERM through a signalfd
- * (`dev:run()`), sending signals (`ublk del`), and a sleep.
+ * report pipe back to the parent (`ublk add`), catching SIGINT/SIGTERM/SIGHUP through a signalfd
+ * (`dev:run()`), holding them back while a device is made, sending signals (`ublk del`), and a sleep.
  */
 #include <errno.h>
 #include <poll.h>
@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -203,6 +204,80 @@ static int l_catcher_close(lua_State *L)
 	return 0;
 }
 
+/*
+ * Signals held back while a device is half made (ublk.new, dev:start()): the ones a user sends to end
+ * a process. Struck in the middle, the process would die and leave a dead device in the kernel;
+ * held, they wait until the device is whole, or deleted when one of them is about to end the process.
+ */
+#define GUARD_MT "ublk.signal_guard"
+
+static const int held_signals[] = { SIGINT, SIGTERM, SIGHUP };
+
+struct signal_guard {
+	sigset_t unblock; /* the held signals this guard blocked (not blocked before it) */
+	int holding;
+};
+
+/** core.hold_signals() -> guard: blocks SIGINT, SIGTERM and SIGHUP in this thread until guard:release()
+ * (or its close); one that comes meanwhile waits, pending. */
+static int l_hold_signals(lua_State *L)
+{
+	struct signal_guard *g = lua_newuserdatauv(L, sizeof(*g), 0);
+	sigset_t set, old;
+	size_t i;
+
+	g->holding = 0;
+	sigemptyset(&g->unblock);
+	luaL_setmetatable(L, GUARD_MT);
+	sigemptyset(&set);
+	for (i = 0; i < sizeof(held_signals) / sizeof(held_signals[0]); i++)
+		sigaddset(&set, held_signals[i]);
+	pthread_sigmask(SIG_BLOCK, &set, &old);
+	for (i = 0; i < sizeof(held_signals) / sizeof(held_signals[0]); i++) {
+		if (!sigismember(&old, held_signals[i]))
+			sigaddset(&g->unblock, held_signals[i]);
+	}
+	g->holding = 1;
+	return 1;
+}
+
+/** guard:fatal() -> signo | nil: a held signal that came meanwhile and ends the process once released:
+ * its action is the default (terminate), and nothing else had it blocked (a signalfd reading it, as
+ * `ublk add` and dev:run() have, makes it not fatal). */
+static int l_guard_fatal(lua_State *L)
+{
+	struct signal_guard *g = luaL_checkudata(L, 1, GUARD_MT);
+	sigset_t pending;
+	size_t i;
+
+	if (g->holding && sigpending(&pending) == 0) {
+		for (i = 0; i < sizeof(held_signals) / sizeof(held_signals[0]); i++) {
+			int s = held_signals[i];
+			struct sigaction sa;
+
+			if (sigismember(&pending, s) == 1 && sigismember(&g->unblock, s) == 1 &&
+			    sigaction(s, NULL, &sa) == 0 && !(sa.sa_flags & SA_SIGINFO) && sa.sa_handler == SIG_DFL) {
+				lua_pushinteger(L, s);
+				return 1;
+			}
+		}
+	}
+	lua_pushnil(L);
+	return 1;
+}
+
+/** guard:release(): unblocks what the guard blocked; a signal that came meanwhile takes effect now. */
+static int l_guard_release(lua_State *L)
+{
+	struct signal_guard *g = luaL_checkudata(L, 1, GUARD_MT);
+
+	if (g->holding) {
+		g->holding = 0;
+		pthread_sigmask(SIG_UNBLOCK, &g->unblock, NULL);
+	}
+	return 0;
+}
+
 /** core.kill(pid, signo) -> true | nil, msg, errno (signo 0 tests that the process exists). */
 static int l_kill(lua_State *L)
 {
@@ -283,16 +358,36 @@ static int l_exists(lua_State *L)
 	return 1;
 }
 
+/** core.mkdir(path) -> true | nil, msg, errno: one directory, mode 0755; one that exists is fine. (Not
+ * `os.execute("mkdir ...")`: system() ignores SIGINT while its child runs, which drops one held back.) */
+static int l_mkdir(lua_State *L)
+{
+	const char *path = luaL_checkstring(L, 1);
+
+	if (mkdir(path, 0755) < 0 && errno != EEXIST)
+		return ublk_lua_fail(L, path, errno);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
 static const luaL_Reg process_funcs[] = {
 	{ "exists", l_exists },
+	{ "mkdir", l_mkdir },
 	{ "poll", l_poll },
 	{ "daemon", l_daemon },
 	{ "notify", l_notify },
 	{ "catch_signals", l_catch_signals },
+	{ "hold_signals", l_hold_signals },
 	{ "kill", l_kill },
 	{ "getpid", l_getpid },
 	{ "sleep", l_sleep },
 	{ "monotonic", l_monotonic },
+	{ NULL, NULL },
+};
+
+static const luaL_Reg guard_methods[] = {
+	{ "fatal", l_guard_fatal },
+	{ "release", l_guard_release },
 	{ NULL, NULL },
 };
 
@@ -312,8 +407,17 @@ void ublk_lua_open_process(lua_State *L)
 	luaL_newlib(L, catcher_methods);
 	lua_setfield(L, -2, "__index");
 	lua_pop(L, 1);
+	luaL_newmetatable(L, GUARD_MT);
+	lua_pushcfunction(L, l_guard_release);
+	lua_setfield(L, -2, "__gc");
+	lua_pushcfunction(L, l_guard_release);
+	lua_setfield(L, -2, "__close");
+	luaL_newlib(L, guard_methods);
+	lua_setfield(L, -2, "__index");
+	lua_pop(L, 1);
 	luaL_setfuncs(L, process_funcs, 0);
 	ublk_lua_set_int(L, "SIGINT", SIGINT);
 	ublk_lua_set_int(L, "SIGTERM", SIGTERM);
+	ublk_lua_set_int(L, "SIGHUP", SIGHUP);
 	ublk_lua_set_int(L, "SIGKILL", SIGKILL);
 }

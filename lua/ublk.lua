@@ -130,6 +130,8 @@ function M.check(opts)
   return o, tgt
 end
 
+local create -- below M.new
+
 --- Create a device (ADD_DEV, then SET_PARAMS). See the README for every option. With a `target`
 -- ('null', 'ram', 'file', optionally with `hooks`) or a `handler` table (a device written in Lua) it
 -- can then be served: `dev:start()`, `dev:run()`.
@@ -141,9 +143,21 @@ function M.new(opts)
   if not devopts then return nil, tgt, terrno end
   local o = params.check(devopts, state.features)
   if not c then return nil, msg, errno end
+  -- A Ctrl-C or kill while the device is half made would end the process and leave a dead device
+  -- in the kernel: SIGINT, SIGTERM and SIGHUP wait until it is made (dev:start() holds them too);
+  -- when one of them is about to end the process, the device is deleted first. A signal the
+  -- program catches (dev:run()'s, `ublk add`'s) just waits, and the program sees it after.
+  local hold <close> = core.hold_signals()
+  local dev, why, errno2 = create(c, o, tgt)
+  if dev and hold:fatal() then dev:delete() end
+  return dev, why, errno2
+end
+
+-- ublk.new once its options passed: ADD_DEV, SET_PARAMS, and the parameters read back.
+function create(c, o, tgt)
   local dev = core.device(c)
   local info = params.dev_info(o)
-  local res, out
+  local res, out, errno
   res, out, errno = command("ADD_DEV", { dev_id = o.id or 0xffffffff, buf = info, len = 64,
     context = { info = core.unpack("dev_info", info), opts = o } })
   if not res then return nil, out, errno end
@@ -228,7 +242,12 @@ local function record_path(id) return ("%s/%d"):format(RUN_DIR, id) end
 
 local function write_record(dev)
   local data = dev:_data()
-  os.execute(("mkdir -p '%s' 2>/dev/null"):format(RUN_DIR:gsub("'", "'\\''")))
+  -- mkdir -p, without a shell (see core.mkdir)
+  local at = RUN_DIR:sub(1, 1) == "/" and "" or "."
+  for part in RUN_DIR:gmatch("[^/]+") do
+    at = at .. "/" .. part
+    core.mkdir(at)
+  end
   local f = io.open(record_path(data.id), "w")
   if not f then return end -- not root: `ublk list` shows less
   local t = data.target
@@ -280,6 +299,8 @@ end
 -- or hooks), then START_DEV (which waits for every tag to be fetched and, on 6.12, reads the partition
 -- table through the queues). Returns once dev.path is usable. Does nothing when already started.
 -- @return true | nil, msg, errno
+local serve
+
 function Device:start()
   local id, data = owned(self)
   if data.started then return true end
@@ -287,11 +308,19 @@ function Device:start()
   if not tgt then
     error("dev:start: this device has no target: create it with target = 'null', 'ram' or 'file'", 2)
   end
-  local o = data.options
   local lua_ops = tgt.handler or tgt.hooks
   if data.was_served and lua_ops then
     error(("dev:start: device %d was stopped, and a device with a handler or hooks is not served again (its Lua side ended with the stop): create a new one"):format(id), 2)
   end
+  local hold <close> = core.hold_signals() -- see M.new
+  local ok, msg, errno = serve(self, id, data, tgt, lua_ops)
+  if hold:fatal() then self:delete() end
+  return ok, msg, errno
+end
+
+-- dev:start() once its misuse is ruled out: the queues, START_DEV, the device node.
+function serve(self, id, data, tgt, lua_ops)
+  local o = data.options
   local cfg = { target = tgt.target, path = tgt.path, offset = tgt.offset, direct = tgt.direct,
     size = o.size, block_size = o.block_size, read_only = o.read_only,
     queues = o.queues, depth = o.depth, max_io = o.max_io,
@@ -381,19 +410,20 @@ function Device:stop()
   return ok, msg, errno
 end
 
---- Serve until `dev:stop()`, `ublk del`, SIGINT or SIGTERM; then stop and delete the device.
+--- Serve until `dev:stop()`, `ublk del`, SIGINT, SIGTERM or SIGHUP; then stop and delete the device.
 -- Starts the device first when `dev:start()` was not called.
 -- @return true, reason ("signal SIGINT", "signal SIGTERM", "stopped"), id (of the device, now deleted)
 --   | nil, msg, errno
 function Device:run()
   local id, data = owned(self)
+  -- caught from before the start (the CLI's catcher, from before ublk.new), so that a signal that
+  -- comes while the device starts ends the run at once
+  local catcher <close> = data.catcher or assert(core.catch_signals { core.SIGINT, core.SIGTERM, core.SIGHUP })
+  data.catcher = nil
   if not data.started then
     local ok, msg, errno = self:start()
     if not ok then self:delete() return nil, msg, errno end
   end
-  -- a catcher set up before start (the CLI's) keeps signals that came while the device started
-  local catcher <close> = data.catcher or assert(core.catch_signals { core.SIGINT, core.SIGTERM })
-  data.catcher = nil
   local reason
   local sched, ended_fd = data.sched, self:_ended_fd()
   if sched then
@@ -414,7 +444,8 @@ function Device:run()
       what, signo = self:_wait(-1, catcher:fd())
     end
     if what == "signal" then
-      reason = "signal " .. (signo == core.SIGINT and "SIGINT" or signo == core.SIGTERM and "SIGTERM" or tostring(signo))
+      reason = "signal " .. (signo == core.SIGINT and "SIGINT" or signo == core.SIGTERM and "SIGTERM"
+        or signo == core.SIGHUP and "SIGHUP" or tostring(signo))
     elseif what == "ended" then
       reason = "stopped"
     end

@@ -268,10 +268,10 @@ function commands.add(ublk, opts, a)
   local function announce(dev, pid)
     return ("ublk device %d: %s (target %s, server pid %d)"):format(dev.id, dev.path, opts.target, pid)
   end
-  -- Create and start the device. SIGINT/SIGTERM from here on are read by run(), even when they
+  -- Create and start the device. SIGINT/SIGTERM/SIGHUP from here on are read by run(), even when they
   -- come while it starts (`ublk del` may signal the server once START_DEV has published its pid).
   local function bring_up()
-    local early = core.catch_signals { core.SIGINT, core.SIGTERM }
+    local early = core.catch_signals { core.SIGINT, core.SIGTERM, core.SIGHUP }
     local dev, msg = ublk.new(opts)
     if not dev then early:close() return nil, msg end
     dev:_data().catcher = early
