@@ -398,6 +398,9 @@ end
 -- @return true | nil, msg, errno
 function Device:stop()
   local id, data = owned(self)
+  -- a Ctrl-C that would end the process in the middle leaves a dead device: held back, and when it
+  -- is about to end the process, the device is deleted first (see M.new)
+  local hold <close> = core.hold_signals()
   local ok, msg, errno = true, nil, nil
   if self:_serving() > 0 or data.started then
     local res, m, e = command("STOP_DEV", { dev_id = id, idle = self:_idler(STOP_GRACE) })
@@ -407,6 +410,7 @@ function Device:stop()
   data.sched = nil -- a run() dispatching it sees that and looks up what happened
   if data.started then os.remove(record_path(id)) end
   data.started = false
+  if hold:fatal() then self:delete() end
   return ok, msg, errno
 end
 
@@ -520,6 +524,7 @@ end
 function Device:delete()
   local id = self:_owned()
   if not id then return true end
+  local hold <close> = core.hold_signals() -- a Ctrl-C meanwhile waits until the device is gone (see M.new)
   local data = self:_data()
   if data.started or self:_serving() > 0 then
     self:stop()

@@ -329,7 +329,7 @@ describe("serving I/O on the real driver", function()
     end)
   end)
 
-  describe("a signal while a device is made", function()
+  describe("a signal while a device is made or deleted", function()
     -- A script that signals itself when the control trace shows `at` (a command sent or answered),
     -- so that the signal lands inside ublk.new or dev:start(); `catch` makes it catch SIGTERM itself.
     local script = TMP .. "/signal-while-made.lua"
@@ -346,7 +346,6 @@ local dev = assert(ublk.new { target = "null", size = "16M" })
 print("made " .. dev.id)
 assert(dev:start())
 print("started, state " .. dev:info().state)
-ublk.trace(false)
 if catcher then
   local ready = core.poll(1, catcher:fd(), 1)
   print("caught: " .. tostring(ready ~= 0))
@@ -370,14 +369,22 @@ print("deleted")
       { "<- ADD_DEV", "SIGTERM", 15, "inside ublk.new" },
       { "<- SET_PARAMS", "SIGHUP", 1, "inside ublk.new" },
       { "-> START_DEV", "SIGTERM", 15, "inside dev:start()" },
+      { "-> STOP_DEV", "SIGHUP", 1, "inside dev:delete()" },
+      { "-> DEL_DEV", "SIGTERM", 15, "inside dev:delete()" },
     } do
       local at, signame, signo, where = table.unpack(case)
       it(("%s at %s (%s) ends the process as the signal says, and leaves no device"):format(signame, at, where), function()
         local code, out, err, added = made_with(at, signame)
         assert.are.equal(128 + signo, code, out .. err)
         assert.are.equal(0, added, "devices left: " .. table.concat(kernel.ublk_devices(), " "))
-        assert.does_not.match("started", out) -- it ended inside the call, not after it
-        if where == "inside dev:start()" then assert.matches("made %d+", out) else assert.are.equal("", out) end
+        -- it ended inside the call, not after it
+        if where == "inside ublk.new" then
+          assert.are.equal("", out)
+        elseif where == "inside dev:start()" then
+          assert.matches("^made %d+\n$", out)
+        else
+          assert.matches("^made %d+\nstarted, state live\n$", out)
+        end
       end)
     end
 
