@@ -397,24 +397,24 @@ static const luaL_Reg catcher_methods[] = {
 	{ NULL, NULL },
 };
 
+/* A metatable `name` whose __gc and __close are `end` (which must be safe to call twice), methods in __index. */
+static void new_class(lua_State *L, const char *name, lua_CFunction end, const luaL_Reg *methods)
+{
+	luaL_newmetatable(L, name);
+	lua_pushcfunction(L, end);
+	lua_setfield(L, -2, "__gc");
+	lua_pushcfunction(L, end);
+	lua_setfield(L, -2, "__close");
+	lua_newtable(L);
+	luaL_setfuncs(L, methods, 0);
+	lua_setfield(L, -2, "__index");
+	lua_pop(L, 1);
+}
+
 void ublk_lua_open_process(lua_State *L)
 {
-	luaL_newmetatable(L, SIGNALS_MT);
-	lua_pushcfunction(L, l_catcher_close);
-	lua_setfield(L, -2, "__gc");
-	lua_pushcfunction(L, l_catcher_close);
-	lua_setfield(L, -2, "__close");
-	luaL_newlib(L, catcher_methods);
-	lua_setfield(L, -2, "__index");
-	lua_pop(L, 1);
-	luaL_newmetatable(L, GUARD_MT);
-	lua_pushcfunction(L, l_guard_release);
-	lua_setfield(L, -2, "__gc");
-	lua_pushcfunction(L, l_guard_release);
-	lua_setfield(L, -2, "__close");
-	luaL_newlib(L, guard_methods);
-	lua_setfield(L, -2, "__index");
-	lua_pop(L, 1);
+	new_class(L, SIGNALS_MT, l_catcher_close, catcher_methods);
+	new_class(L, GUARD_MT, l_guard_release, guard_methods);
 	luaL_setfuncs(L, process_funcs, 0);
 	ublk_lua_set_int(L, "SIGINT", SIGINT);
 	ublk_lua_set_int(L, "SIGTERM", SIGTERM);
