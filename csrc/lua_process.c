@@ -205,9 +205,10 @@ static int l_catcher_close(lua_State *L)
 }
 
 /*
- * Signals held back while a device is half made (ublk.new, dev:start()): the ones a user sends to end
- * a process. Struck in the middle, the process would die and leave a dead device in the kernel;
- * held, they wait until the device is whole, or deleted when one of them is about to end the process.
+ * Signals held back while a device is half made or half gone (ublk.new, dev:start(), dev:stop(),
+ * dev:delete()): the ones a user sends to end a process. Struck in the middle, the process would die
+ * and leave a dead device in the kernel; held, they wait until the call is done, and the device is
+ * deleted first when one of them is about to end the process.
  */
 #define GUARD_MT "ublk.signal_guard"
 

@@ -144,7 +144,8 @@ function M.new(opts)
   local o = params.check(devopts, state.features)
   if not c then return nil, msg, errno end
   -- A Ctrl-C or kill while the device is half made would end the process and leave a dead device
-  -- in the kernel: SIGINT, SIGTERM and SIGHUP wait until it is made (dev:start() holds them too);
+  -- in the kernel: SIGINT, SIGTERM and SIGHUP wait until it is made (dev:start(), stop() and delete()
+  -- hold them too, for the same reason);
   -- when one of them is about to end the process, the device is deleted first. A signal the
   -- program catches (dev:run()'s, `ublk add`'s) just waits, and the program sees it after.
   local hold <close> = core.hold_signals()
@@ -295,12 +296,12 @@ local function opens(path)
   return f ~= nil
 end
 
+local serve -- below Device:start
+
 --- Start serving: the queues fetch first (their threads, or this thread for a device with a handler
 -- or hooks), then START_DEV (which waits for every tag to be fetched and, on 6.12, reads the partition
 -- table through the queues). Returns once dev.path is usable. Does nothing when already started.
 -- @return true | nil, msg, errno
-local serve
-
 function Device:start()
   local id, data = owned(self)
   if data.started then return true end

@@ -331,7 +331,8 @@ describe("serving I/O on the real driver", function()
 
   describe("a signal while a device is made or deleted", function()
     -- A script that signals itself when the control trace shows `at` (a command sent or answered),
-    -- so that the signal lands inside ublk.new or dev:start(); `catch` makes it catch SIGTERM itself.
+    -- so that the signal lands inside ublk.new, dev:start() or dev:delete(); `catch` makes it catch
+    -- SIGTERM itself.
     local script = TMP .. "/signal-while-made.lua"
     setup(function()
       local f = assert(io.open(script, "w"))
