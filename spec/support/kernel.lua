@@ -40,12 +40,11 @@ function M.threads()
   local dir = "/proc/" .. M.pid() .. "/task/"
   local ls = io.popen("ls " .. dir)
   for tid in ls:lines() do
-    local f = io.open(dir .. tid .. "/comm")
-    local comm = f and f:read("l") or ""
-    if f then f:close() end
-    f = io.open(dir .. tid .. "/stat")
+    -- its stat holds both: the name (in parentheses, as /proc/.../comm has it) and the flags
+    local f = io.open(dir .. tid .. "/stat")
     local stat = f and f:read("a") or ""
     if f then f:close() end
+    local comm = stat:match("^%d+ %((.*)%) ") or ""
     local flags = tonumber(stat:match("%) %S+ %S+ %S+ %S+ %S+ %S+ (%d+)")) or 0
     if not comm:match("^iou%-") and flags & PF_IO_WORKER == 0 then n = n + 1; names[#names + 1] = comm end
   end
