@@ -1,15 +1,18 @@
--- tools/bench's Lua half: the one list of cases and devices, a progress line per fio run (in the VM),
--- and the medians, ratios, table and JSON (on the host, from the folder the VM left behind).
+-- tools/bench's Lua half: the one list of cases, devices, --only sets and aims (tools/bench --help
+-- prints it: `report.lua help`), a progress line per fio run (in the VM), and the medians, ratios,
+-- table and JSON (on the host, from the folder the VM left behind).
 --
+--   lua5.4 tools/bench.d/report.lua help                   the cases, devices, --only sets and aims, as text
 --   lua5.4 tools/bench.d/report.lua cases                  one line per case: name rw bs iodepth
---   lua5.4 tools/bench.d/report.lua devices [ONLY]         one line per device: name kind peer group
+--   lua5.4 tools/bench.d/report.lua devices [ONLY]         one line per device: name kind peer group also setup
 --                                                          (ONLY: all, base, peers, ublk or lua: those that run)
 --   lua5.4 tools/bench.d/report.lua check FIO_JSON         every job's error, or nothing; exit 1 on any
 --   lua5.4 tools/bench.d/report.lua progress FIO_JSON CASE "null_blk 68.1k  brd 63.0k ..." (exit 1 on errors)
 --   lua5.4 tools/bench.d/report.lua report DIR OUT_JSON    table on stdout, OUT_JSON written
-local json = require("dkjson")
+local json -- dkjson, required below for check, progress and report only (help needs no module)
 
--- The cases, in the order they run and print. metric: what the table shows and the ratios compare.
+-- The cases, in the order they run and print. metric: what the table shows and the ratios compare;
+-- latency: the case is there for its completion latency (the clat columns) too.
 local CASES = {
   { name = "randread-4k-qd32",  label = "randread 4k qd32",  rw = "randread",  bs = "4k",   iodepth = 32, metric = "iops" },
   { name = "randwrite-4k-qd32", label = "randwrite 4k qd32", rw = "randwrite", bs = "4k",   iodepth = 32, metric = "iops" },
@@ -17,44 +20,64 @@ local CASES = {
   { name = "read-128k-qd32",    label = "seq read 128k qd32", rw = "read",     bs = "128k", iodepth = 32, metric = "mb_s" },
 }
 
--- The devices, in table order (and the order of each round). peer: what a device is compared with
--- ("vs peer"); also: a second comparison, for context ("also vs"). group: base, the kernel peers, the
--- C targets and nbdkit's memory plugin; lua, the Lua comparisons (the Lua RAM disk of
--- examples/ramdisk.lua vs the same logic as an nbdkit Lua plugin; the file target with a pass-through
--- Lua write hook vs the plain file target). kind: peer (no ublk device) or ublk.
+-- The devices, in table order (and the order of each round); what tools/bench --help lists and
+-- tools/bench.d/guest sets up (its setup[...] strings say what it set up in a run). kind: peer (no
+-- ublk device) or ublk. group: base (the set before the Lua comparisons were added) or lua (the Lua
+-- comparisons). peer: what a device is compared with ("vs peer"); also: a second comparison, for
+-- context ("also vs"). setup: how tools/bench.d/guest sets it up (SIZE: --size, LUA_SIZE: --lua-size).
 local DEVICES = {
-  { name = "null_blk",   kind = "peer", group = "base" },
-  { name = "ublk-null",  kind = "ublk", group = "base", peer = "null_blk", also = "nbdkit" },
-  { name = "brd",        kind = "peer", group = "base" },
-  { name = "ublk-ram",   kind = "ublk", group = "base", peer = "brd", also = "nbdkit" },
-  { name = "loop",       kind = "peer", group = "base" },
-  { name = "ublk-file",  kind = "ublk", group = "base", peer = "loop", also = "nbdkit" },
-  { name = "file-hook",  kind = "ublk", group = "lua",  peer = "ublk-file" },
-  { name = "nbdkit",     kind = "peer", group = "base", peer = "null_blk" },
-  { name = "nbdkit-lua", kind = "peer", group = "lua",  peer = "null_blk" },
-  { name = "lua-ram",    kind = "ublk", group = "lua",  peer = "nbdkit-lua", also = "null_blk" },
+  { name = "null_blk",   kind = "peer", group = "base",
+    setup = "configfs nullb0: memory_backed=0 submit_queues=1 hw_queue_depth=128 blocksize=4096 poll_queues=0"
+         .. " irqmode=0 (completion in the submitter's context), queue_mode=2 (blk-mq), max_sectors=1024"
+         .. " (512 KiB, ublk's default max_io: null_blk's own 124 KiB splits 128 KiB reads)" },
+  { name = "ublk-null",  kind = "ublk", group = "base", peer = "null_blk", also = "nbdkit",
+    setup = "$UBLK add -t null --size SIZE -q 1 -d 128: our C null target" },
+  { name = "brd",        kind = "peer", group = "base",
+    setup = "/dev/ram0: brd reloaded as rd_nr=2 rd_size=SIZE (rd_size cannot change while loaded); filled first" },
+  { name = "ublk-ram",   kind = "ublk", group = "base", peer = "brd", also = "nbdkit",
+    setup = "$UBLK add -t ram --size SIZE -q 1 -d 128: our C RAM target; filled first" },
+  { name = "loop",       kind = "peer", group = "base",
+    setup = "losetup --direct-io=on on /dev/ram1 (brd's second device, filled first)" },
+  { name = "ublk-file",  kind = "ublk", group = "base", peer = "loop", also = "nbdkit",
+    setup = "$UBLK add -t file -f /dev/ram1 -q 1 -d 128: our C file target, on the same brd device as loop" },
+  { name = "file-hook",  kind = "ublk", group = "lua",  peer = "ublk-file",
+    setup = "lua5.4 tools/bench.d/hooked-file.lua /dev/ram1 1 128: the file target on the same brd device"
+         .. " with a pass-through Lua write hook (ublk.new{ target = \"file\", hooks = ... }; the hook sees"
+         .. " writes only)" },
+  { name = "nbdkit",     kind = "peer", group = "base", peer = "null_blk",
+    setup = "nbdkit memory SIZE on a Unix socket, nbd-client -unix SOCK /dev/nbd0 -b 4096 -C 1 (netlink:"
+         .. " the nbd module, loaded with nbds_max=0, creates nbd0 on connect); filled first" },
+  { name = "nbdkit-lua", kind = "peer", group = "lua",  peer = "null_blk",
+    setup = "nbdkit lua tools/bench.d/ramdisk-nbdkit.lua size=LUA_SIZE on a Unix socket, nbd-client -unix SOCK"
+         .. " /dev/nbd1 -b 4096 -C 1: the Lua RAM disk's logic as an nbdkit Lua plugin; filled first" },
+  { name = "lua-ram",    kind = "ublk", group = "lua",  peer = "nbdkit-lua", also = "null_blk",
+    setup = "lua5.4 examples/ramdisk.lua LUA_SIZE 2 64: the Lua RAM disk served by Lua through ublk, TWO"
+         .. " hardware queues of depth 64 (Lua holds every 4 KiB block as a string); filled first" },
 }
 
--- --only: which devices run. lua: the Lua comparisons with what they are compared with (ublk-file
--- for file-hook), null_blk for context, and ublk-null as the ceiling of the lua-ram aim (below).
+-- --only: which devices run, in the order --help lists them.
 local ONLY = {
-  all = function() return true end,
-  base = function(d) return d.group == "base" end,
-  peers = function(d) return d.kind == "peer" end,
-  ublk = function(d) return d.kind == "ublk" end,
-  lua = function(d)
-    return d.group == "lua" or d.name == "ublk-file" or d.name == "null_blk" or d.name == "ublk-null"
-  end,
+  { name = "all", text = "every device (the default)", want = function() return true end },
+  { name = "base", text = "everything but the Lua comparisons (the set before they were added)",
+    want = function(d) return d.group == "base" end },
+  { name = "peers", text = "the devices of kind peer", want = function(d) return d.kind == "peer" end },
+  { name = "ublk", text = "our devices (kind ublk)", want = function(d) return d.kind == "ublk" end },
+  { name = "lua", text = "the Lua comparisons with what they are compared with (ublk-file for file-hook),"
+      .. " null_blk for context and ublk-null as the ceiling of the lua-ram aim",
+    want = function(d)
+      return d.group == "lua" or d.name == "ublk-file" or d.name == "null_blk" or d.name == "ublk-null"
+    end },
 }
+for _, o in ipairs(ONLY) do ONLY[o.name] = o end
 
 -- The aims the Lua comparisons are measured against (printed under the table when both ran).
--- ceiling: a device that shows what the aim asks for in absolute terms. For lua-ram it is ublk-null,
--- our C null target: one server thread like the Lua RAM disk's, and no work at all on the data, so
--- no ublk server in this VM is likely to do better; when at_least x the peer is above it, the aim
--- asks more of Lua than ublk gave a server that does nothing.
+-- ceiling: a device that shows what the aim asks for in absolute terms; why: what it stands for.
 local AIMS = {
   { device = "lua-ram", peer = "nbdkit-lua", at_least = 3, iodepth = 32, ceiling = "ublk-null",
-    text = "the Lua RAM disk >= 3 x nbdkit-lua at depth 32 with two queues" },
+    text = "the Lua RAM disk >= 3 x nbdkit-lua at depth 32 with two queues",
+    why = "one server thread like the Lua RAM disk's, and no work at all on the data, so no ublk server in"
+       .. " this VM is likely to do better; where the aim asks for more than it did, it asks more of Lua"
+       .. " than ublk gave a server that does nothing" },
   { device = "file-hook", peer = "ublk-file", at_least = 0.6, iodepth = 32, rw = "randwrite",
     text = "a pass-through write hook keeps >= 0.6 x the plain file target's IOPS" },
 }
@@ -134,17 +157,62 @@ end
 
 local cmd = arg[1]
 
-if cmd == "cases" then
+-- text in lines of at most width characters: the first after first, the others after indent
+local function wrap(text, first, indent, width)
+  local lines, line, empty = {}, first, true
+  for word in text:gmatch("%S+") do
+    if not empty and #line + 1 + #word > width then
+      lines[#lines + 1], line, empty = line, indent, true
+    end
+    line, empty = line .. (empty and "" or " ") .. word, false
+  end
+  lines[#lines + 1] = line
+  return table.concat(lines, "\n")
+end
+
+-- `help`: the lists above as text, for tools/bench --help.
+local function help()
+  local W, indent = 100, (" "):rep(14)
+  print("Cases, in the order they run (--cases NAME,... picks some):")
+  for _, c in ipairs(CASES) do
+    print(("  %-18s rw=%s bs=%s iodepth=%d: %s%s"):format(c.name, c.rw, c.bs, c.iodepth,
+      c.metric == "mb_s" and "MB/s" or "IOPS", c.latency and ", with mean and p50 completion latency" or ""))
+  end
+  print("Devices, in table order (one hardware queue each unless said; scheduler none on blk-mq devices):")
+  for _, d in ipairs(DEVICES) do
+    local vs = d.peer and ("  vs " .. d.peer .. (d.also and (", also vs " .. d.also) or "")) or ""
+    print(("  %-11s %-4s  %-4s%s"):format(d.name, d.kind, d.group, vs))
+    print(wrap(d.setup, indent, indent, W))
+  end
+  print("--only SET: which devices run:")
+  for _, o in ipairs(ONLY) do
+    local names = {}
+    for _, d in ipairs(DEVICES) do if o.want(d) then names[#names + 1] = d.name end end
+    print(wrap(o.text .. ": " .. table.concat(names, " "), ("  %-11s "):format(o.name), indent, W))
+  end
+  print("Aims of the Lua comparisons (under the table when both sides ran):")
+  for _, a in ipairs(AIMS) do
+    print(wrap(("%s vs %s: %s%s"):format(a.device, a.peer, a.text, a.ceiling and ("; ceiling " .. a.ceiling .. ": " .. a.why) or ""),
+      "  ", "    ", W))
+  end
+end
+
+if cmd == "help" then
+  help()
+  os.exit(0)
+elseif cmd == "cases" then
   for _, c in ipairs(CASES) do print(c.name, c.rw, c.bs, c.iodepth) end
   os.exit(0)
 elseif cmd == "devices" then
   local only = arg[2] or "all"
-  local want = ONLY[only] or die("--only " .. only .. ": expected all, base, peers, ublk or lua")
+  local want = (ONLY[only] or die("--only " .. only .. ": expected all, base, peers, ublk or lua")).want
   for _, d in ipairs(DEVICES) do
-    if want(d) then print(d.name, d.kind, d.peer or "-", d.group) end
+    if want(d) then print(d.name, d.kind, d.peer or "-", d.group, d.also or "-", d.setup) end
   end
   os.exit(0)
-elseif cmd == "check" or cmd == "progress" then
+end
+json = require("dkjson")
+if cmd == "check" or cmd == "progress" then
   local doc, err = load_fio(arg[2] or die("usage: report.lua " .. cmd .. " FIO_JSON"))
   if not doc then die(err) end
   local parts, bad = {}, 0
@@ -163,7 +231,7 @@ elseif cmd == "check" or cmd == "progress" then
   if #parts > 0 then print(table.concat(parts, "  ")) end
   os.exit(bad == 0 and 0 or 1)
 elseif cmd ~= "report" then
-  die("usage: report.lua cases|devices|check FIO_JSON|progress FIO_JSON|report DIR OUT_JSON")
+  die("usage: report.lua help|cases|devices [ONLY]|check FIO_JSON|progress FIO_JSON|report DIR OUT_JSON")
 end
 
 -- report DIR OUT_JSON
