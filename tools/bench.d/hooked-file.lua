@@ -1,8 +1,8 @@
--- The file target with a pass-through Lua write hook, for `make bench` ("file-hook" beside the plain
--- file target "ublk-file" on the same backing device): every write goes to Lua first, whose hook
--- returns nothing, so the request goes on to the C file target. Reads never reach Lua. The device is
--- served as ublk.new serves hooks by default: this script's thread owns the queue ring, so the C work
--- (every read, and each write once its hook passed it) runs here too, without entering Lua.
+-- The file target with a pass-through Lua write hook, for `make bench` (its device file-hook: see
+-- tools/bench.d/report.lua help): every write goes to Lua first, whose hook returns nothing, so the
+-- request goes on to the C file target. Reads never reach Lua. The device is served as ublk.new
+-- serves hooks by default: this script's thread owns the queue ring, so the C work (every read, and
+-- each write once its hook passed it) runs here too, without entering Lua.
 --
 --   lua5.4 tools/bench.d/hooked-file.lua PATH [QUEUES [DEPTH]]     (as root; default 1 queue, depth 128)
 --
