@@ -82,3 +82,63 @@ describe("bench report", function()
     assert.is_nil(doc.aims[1].asked_over_ceiling)
   end)
 end)
+
+-- The device list lives in report.lua alone: `report.lua devices` gives each device's setup, and
+-- tools/bench --help prints it; every device the scripts set up or check for is in it.
+describe("bench device list", function()
+  local function devices()
+    local code, out, err = run.run("lua5.4 tools/bench.d/report.lua devices all")
+    assert.are.equal(0, code, err)
+    local list, by = {}, {}
+    for line in out:gmatch("[^\n]+") do
+      local f = {}
+      for field in (line .. "\t"):gmatch("([^\t]*)\t") do f[#f + 1] = field end
+      local d = { name = f[1], kind = f[2], peer = f[3], group = f[4], also = f[5], setup = f[6], fields = #f }
+      list[#list + 1], by[d.name] = d, d
+    end
+    return list, by
+  end
+  local function squash(s) return (s:gsub("%s+", " ")) end
+
+  it("gives every device its kind, group, peer, also and setup", function()
+    local list, by = devices()
+    assert.is_true(#list > 0)
+    for _, d in ipairs(list) do
+      assert.are.equal(6, d.fields, d.name)
+      assert.matches("^[%w_%-]+$", d.name)
+      assert.is_truthy(d.kind == "peer" or d.kind == "ublk", d.name)
+      assert.is_truthy(d.group == "base" or d.group == "lua", d.name)
+      for _, other in ipairs({ d.peer, d.also }) do
+        assert.is_truthy(other == "-" or by[other], d.name .. " names " .. other)
+      end
+      -- a line of setup, not a placeholder (print writes a missing one as "nil")
+      assert.is_truthy(d.setup and #d.setup >= 20 and d.setup ~= "nil" and d.setup:match("%a%a"), d.name)
+    end
+  end)
+
+  it("has every device tools/bench and its guest set up or check for", function()
+    local _, by = devices()
+    for _, script in ipairs({ "tools/bench", "tools/bench.d/guest" }) do
+      local n = 0
+      for name in run.slurp(script):gmatch("%f[%w]has (%a[%w_%-]*)%s*[;&|]") do   -- has NAME && ...
+        n = n + 1
+        assert.is_truthy(by[name], script .. " sets up " .. name .. ", which report.lua devices does not list")
+      end
+      assert.is_true(n > 0, script)
+    end
+  end)
+
+  it("is what tools/bench --help shows: every device with its setup, every case", function()
+    local code, out, err = run.run("tools/bench --help")
+    assert.are.equal(0, code, err)
+    local help = squash(out)
+    for _, d in ipairs((devices())) do
+      assert.is_truthy(out:find("\n  " .. d.name .. " ", 1, true), d.name .. " has no line in tools/bench --help")
+      assert.is_truthy(help:find(squash(d.setup), 1, true), d.name .. "'s setup is not in tools/bench --help")
+    end
+    local _, cases = run.run("lua5.4 tools/bench.d/report.lua cases")
+    for name in cases:gmatch("([^\t\n]+)[^\n]*") do
+      assert.is_truthy(out:find("\n  " .. name .. " ", 1, true), "case " .. name)
+    end
+  end)
+end)
