@@ -12,8 +12,9 @@ CFLAGS_ALL := -std=gnu11 -D_GNU_SOURCE -fPIC -fvisibility=hidden $(WARN) -I$(LUA
 SANITIZE   := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 LIBS       := -luring -lpthread
 
-SRCS := $(wildcard csrc/*.c csrc/targets/*.c)
-HDRS := $(wildcard csrc/*.h)
+# csrc/core: the kernel-facing C (no <lua.h>); csrc/lua: the Lua binding, one file per Lua type.
+SRCS := $(wildcard csrc/core/*.c csrc/core/targets/*.c csrc/lua/*.c)
+HDRS := $(wildcard csrc/core/*.h csrc/lua/*.h)
 OBJS := $(SRCS:csrc/%.c=build/obj/%.o)
 ASAN_OBJS := $(SRCS:csrc/%.c=build/asan-obj/%.o)
 

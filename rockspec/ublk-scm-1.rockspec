@@ -22,10 +22,13 @@ build = {
   type = "builtin",
   modules = {
     ["ublk.core"] = {
-      sources = { "csrc/ctrl.c", "csrc/handoff.c", "csrc/layout.c", "csrc/lua_bridge.c", "csrc/lua_control.c",
-        "csrc/lua_core.c", "csrc/lua_layout.c", "csrc/lua_process.c", "csrc/lua_request.c", "csrc/lua_server.c",
-        "csrc/queue.c", "csrc/server.c", "csrc/targets/file.c", "csrc/targets/lua.c", "csrc/targets/null.c",
-        "csrc/targets/ram.c", "csrc/targets/targets.c" },
+      sources = {
+        "csrc/core/ctrl.c", "csrc/core/handoff.c", "csrc/core/layout.c", "csrc/core/queue.c",
+        "csrc/core/queue_thread.c", "csrc/core/server.c", "csrc/core/targets/file.c",
+        "csrc/core/targets/lua.c", "csrc/core/targets/null.c", "csrc/core/targets/ram.c",
+        "csrc/core/targets/targets.c", "csrc/lua/backing.c", "csrc/lua/bridge.c", "csrc/lua/control.c",
+        "csrc/lua/device.c", "csrc/lua/dispatch.c", "csrc/lua/layout.c", "csrc/lua/module.c",
+        "csrc/lua/process.c", "csrc/lua/request.c", "csrc/lua/rings.c", "csrc/lua/util.c" },
       defines = { "_GNU_SOURCE" },
       libraries = { "uring", "pthread" },
       incdirs = { "$(LIBURING_INCDIR)" },
@@ -40,6 +43,8 @@ build = {
     ["ublk.cli"] = "lua/ublk/cli.lua",
     ["ublk.targets"] = "lua/ublk/targets.lua",
     ["ublk.handler"] = "lua/ublk/handler.lua",
+    ["ublk.device"] = "lua/ublk/device.lua",
+    ["ublk.records"] = "lua/ublk/records.lua",
   },
   install = { bin = { ublk = "bin/ublk" } },
 }

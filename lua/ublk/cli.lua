@@ -270,17 +270,17 @@ function commands.add(ublk, opts, a)
   end
   -- Create and start the device. SIGINT/SIGTERM/SIGHUP from here on are read by run(), even when they
   -- come while it starts (`ublk del` may signal the server once START_DEV has published its pid).
+  local early
   local function bring_up()
-    local early = core.catch_signals { core.SIGINT, core.SIGTERM, core.SIGHUP }
+    early = core.catch_signals { core.SIGINT, core.SIGTERM, core.SIGHUP }
     local dev, msg = ublk.new(opts)
     if not dev then early:close() return nil, msg end
-    dev:_data().catcher = early
     local started, smsg = dev:start()
-    if not started then dev:delete() return nil, smsg end
+    if not started then dev:delete() early:close() return nil, smsg end
     return dev
   end
   local function serve(dev)
-    local done, reason = dev:run()
+    local done, reason = dev:run(early)
     return done, done and ("ublk device %d: stopped (%s) and deleted"):format(dev.id, reason) or reason
   end
   if a.foreground then

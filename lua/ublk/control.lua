@@ -5,6 +5,7 @@
 local core = require("ublk.core")
 local errors = require("ublk.errors")
 local decode = require("ublk.decode")
+local params = require("ublk.params")
 
 local M = {}
 
@@ -80,12 +81,20 @@ function M.get()
   return c
 end
 
---- Set by ublk.lua: serving(dev_id, name) -> an idle function for a command that would otherwise wait
--- for requests this thread must answer (a device it serves), or nil.
-M.serving = nil
+-- The devices this Lua state serves: id -> idle_for(name), which gives the idle function a command
+-- `name` about the device needs (one that would wait for requests only this thread answers), or
+-- nil. Weak: a device left to the collector is still collected.
+local idlers = setmetatable({}, { __mode = "v" })
+
+--- While device `id` is served by this Lua state, `idle_for(name)` gives the idle function a
+-- command about it must run while the kernel works (nil: none); `idle_for` nil: no longer served.
+function M.serving(id, idle_for)
+  idlers[id] = idle_for
+end
 
 --- Send one control command. `a` = { dev_id, queue_id, data, buf, len, dev_path, context, idle }:
--- `idle` runs while the kernel has not answered; without it, `M.serving` may give one.
+-- `idle` runs while the kernel has not answered; without it, a device this Lua state serves gives
+-- one (`M.serving`).
 -- @return res (>= 0), out | nil, message, errno
 function M.command(name, a)
   local c, msg, errno = M.get()
@@ -115,7 +124,8 @@ function M.command(name, a)
     end
   end
   local idle = a.idle
-  if idle == nil and M.serving and a.dev_id then idle = M.serving(a.dev_id, name) end
+  local idle_for = idle == nil and a.dev_id and idlers[a.dev_id]
+  if idle_for then idle = idle_for(name) end
   local res, out, sqe = c:command(op, dev_id, queue_id, a.data or 0, a.buf, a.len, tracer, a.dev_path, idle)
   if res == nil then return nil, out, sqe end -- the ring itself failed
   if state.trace then
@@ -137,6 +147,31 @@ function M.command(name, a)
     return nil, errors.explain(ctx, -res), -res
   end
   return res, out
+end
+
+--- The kernel's ublk features (GET_FEATURES).
+-- @return { mask = n, names = {...}, ioctl_encode = bool, legacy_opcodes = bool } | nil, msg, errno
+function M.features()
+  local c, msg, errno = M.get()
+  if not c then return nil, msg, errno end
+  if not state.features then
+    -- a driver that predates GET_FEATURES answers an unknown command: EINVAL, EOPNOTSUPP, or the
+    -- kernel-internal ENOTSUPP (524); anything else is a refusal of its own (an LSM, the ring)
+    local e = state.features_res and -state.features_res
+    if e == core.errno.EINVAL or e == core.errno.EOPNOTSUPP or e == 524 then
+      return nil, "GET_FEATURES failed: this kernel's ublk driver predates it (Linux < 6.5): features cannot be listed", core.errno.EOPNOTSUPP
+    end
+    return nil, ("GET_FEATURES failed: %s"):format(e and errors.name(e) or "the control ring failed"), e or core.errno.EIO
+  end
+  -- Legacy opcodes: a legacy GET_DEV_INFO for a device that cannot exist answers -ENODEV when the
+  -- kernel takes legacy numbers, -EOPNOTSUPP when CONFIG_BLKDEV_UBLK_LEGACY_OPCODES is off.
+  local res = c:command(core.commands.GET_DEV_INFO.nr, 0x7fffffff, 0xffff, 0, nil, 64)
+  return {
+    mask = state.features,
+    names = params.flag_names(state.features),
+    ioctl_encode = not state.legacy,
+    legacy_opcodes = res == -core.errno.ENODEV,
+  }
 end
 
 --- Send legacy opcodes (true) or ioctl-encoded ones (false), whatever the kernel announced.

@@ -1,10 +1,10 @@
 --- The Lua side of a device with a `handler` or `hooks`: runs the requests' functions in pooled
 -- coroutines (runners), wakes the ones that sleep or wait for a descriptor, and sends the answers
--- back in batches (to the queue threads, or to the kernel for the rings this thread serves itself).
+-- back in batches (to the queue threads, or to the kernel for Lua-owned rings).
 -- One scheduler per device; all of it runs on the Lua thread that owns the device, never on a queue
 -- thread.
 --
--- The request path is in C (dev:_run): a pooled coroutine (a runner) calls the handlers of a whole
+-- The request path is in C (csrc/lua/dispatch.c, given as `I` by ublk.device): a pooled coroutine (a runner) calls the handlers of a whole
 -- batch one after another, so a handler that returns without waiting costs a protected call and no
 -- Lua code of ours. A handler that waits keeps its runner; it comes back here, to be woken by the
 -- device's timer or a descriptor and resumed until it returns (the runner then answers it and ends).
@@ -135,10 +135,11 @@ local function report(s, req, msg, raised)
   end
 end
 
---- A scheduler for `dev`: `handlers` maps op numbers to functions; `log(line)` takes messages.
-function M.new(dev, handlers, log)
+--- A scheduler for `dev`: `I` is the device's C methods (ublk.device's), `handlers` maps op numbers
+-- to functions; `log(line)` takes messages.
+function M.new(dev, I, handlers, log)
   local s = setmetatable({
-    dev = dev, handlers = handlers, log = log,
+    dev = dev, I = I, handlers = handlers, log = log,
     fds = {}, pool = {}, timers = {}, runnable = {}, -- pool: idle runners (coroutine, function pairs)
     waiting = {},   -- fd -> { {co, req, events, timer}, ... }
     watched = {},   -- fd -> events given to epoll
@@ -151,7 +152,7 @@ function M.new(dev, handlers, log)
   s.on_error = function(req, msg, raised) report(s, req, msg, raised) end
   -- closes every dispatch, even one a failing log function or descriptor wait leaves by error:
   -- the answers collected so far go to the queues
-  s.flusher = setmetatable({}, { __close = function() dev:_flush() end })
+  s.flusher = setmetatable({}, { __close = function() I.flush(dev) end })
   return s
 end
 
@@ -176,7 +177,7 @@ end
 function Scheduler:step(co, req, ...)
   local ok, a, b, c, d = resume(co, ...)
   if not ok then -- the runner itself failed (out of memory); a handler's own end is answered in C
-    req:_fail()
+    self.I.fail_request(req)
     report(self, req, debug.traceback(co, tostring(a)), true)
   elseif status(co) ~= "dead" then
     self:file(co, req, a, b, c, d)
@@ -201,7 +202,7 @@ function Scheduler:rewatch(fd)
   for _, w in ipairs(self.waiting[fd] or {}) do events = events | w.events end
   if events == 0 then self.waiting[fd] = nil end
   if self.watched[fd] ~= events then
-    local ok, msg = self.dev:_watch(fd, events)
+    local ok, msg = self.I.watch(self.dev, fd, events)
     if not ok then
       -- not pollable (a regular file): wake the waiters now, as poll(2) would
       self:say("ublk: cannot wait for descriptor " .. fd .. ": " .. tostring(msg))
@@ -265,7 +266,7 @@ function Scheduler:arm()
     at = h[1] and h[1].at
   end
   if at ~= self.armed then
-    self.dev:_arm_timer(at)
+    self.I.arm_timer(self.dev, at)
     self.armed = at
   end
 end
@@ -274,13 +275,13 @@ end
 -- seconds (default 0; negative: until something is ready) for something first. Returns how many
 -- new requests were started.
 function Scheduler:dispatch(timeout)
-  local dev = self.dev
+  local dev, I = self.dev, self.I
   local fds = self.fds
-  local _ <close> = self.flusher -- before _poll: whatever happens from there on, _flush runs
-  local reqs, fired, nfd = dev:_poll(timeout or 0, fds)
+  local _ <close> = self.flusher -- before the poll: whatever happens from there on, the flush runs
+  local reqs, fired, nfd = I.poll(dev, timeout or 0, fds)
   local n = 0
   if fired then self.armed = nil end
-  if reqs then n = dev:_run(self.handlers, self.pool, workers, self.on_yield, self.on_error) end
+  if reqs then n = I.run(dev, self.handlers, self.pool, workers, self.on_yield, self.on_error) end
   for i = 1, nfd do self:fd_ready(fds[2 * i - 1], fds[2 * i]) end
   if self.runnable[1] then
     local run = self.runnable
@@ -300,12 +301,12 @@ end
 -- not a handler's, such as run()'s signal catcher and the device's end.
 function Scheduler:alarm_on(fd)
   self.alarms[fd] = true
-  return self.dev:_watch(fd, EPOLLIN)
+  return self.I.watch(self.dev, fd, EPOLLIN)
 end
 
 --- Stop waking for the descriptors given to alarm_on.
 function Scheduler:alarms_off()
-  for fd in pairs(self.alarms) do self.dev:_watch(fd, 0) end
+  for fd in pairs(self.alarms) do self.I.watch(self.dev, fd, 0) end
   self.alarms = {}
 end
 

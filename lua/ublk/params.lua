@@ -103,24 +103,23 @@ M.keys = {
 local known = {}
 for _, k in ipairs(M.keys) do known[k[1]] = true end
 
---- Options ublk.new takes besides these, for the unknown-option message: ublk.targets adds its own.
-M.other_keys = {}
-
-local function allowed_keys()
+local function allowed_keys(others)
   local names = {}
   for _, k in ipairs(M.keys) do names[#names + 1] = k[1] end
-  for _, k in ipairs(M.other_keys) do names[#names + 1] = k end
+  for _, k in ipairs(others or {}) do names[#names + 1] = k end
   return table.concat(names, ", ")
 end
 
 --- Check every option and fill the defaults. Raises a Lua error naming the key, the value and the
 -- allowed range. `features` (optional) is the kernel's GET_FEATURES mask: a flag it lacks is refused.
+-- `others` (optional) names the options ublk.new takes besides these (the target's), for the
+-- message about an unknown one.
 -- @treturn table the normalised options
-function M.check(opts, features)
+function M.check(opts, features, others)
   if type(opts) ~= "table" then error("ublk.new: expected a table of options, got " .. type(opts), 0) end
   for k in pairs(opts) do
     if not known[k] then
-      error(("ublk.new: unknown option '%s' (known: %s)"):format(tostring(k), allowed_keys()), 0)
+      error(("ublk.new: unknown option '%s' (known: %s)"):format(tostring(k), allowed_keys(others)), 0)
     end
   end
   local page = C.PAGE_SIZE

@@ -15,12 +15,14 @@ M.keys = {
   { "handler", "a table of Lua functions by op (read, write, flush, discard, write_zeroes): the device is written in Lua" },
   { "hooks", "a table of Lua functions by op on a C target: those ops go to Lua first" },
   { "log", "a function(line) for handler failures (default: stderr)" },
-  { "queue_threads", "handler or hooks: true gives each queue a thread of its own (the C work runs there, the Lua work is handed to the Lua thread); default false: the Lua thread serves the queues' rings itself" },
+  { "queue_threads", "handler or hooks: true gives each queue a thread of its own (the C work runs there, the Lua work is handed to the Lua thread); default false: Lua-owned rings (the Lua thread serves every queue's ring itself)" },
 }
 local own = {}
+--- The names of M.keys, for the message about an unknown option (params.check).
+M.key_names = {}
 for _, k in ipairs(M.keys) do
   own[k[1]] = true
-  params.other_keys[#params.other_keys + 1] = k[1] -- named when an option is unknown
+  M.key_names[#M.key_names + 1] = k[1]
 end
 
 M.names = { "null", "ram", "file" }
@@ -156,7 +158,7 @@ function M.prepare_file(dev, tgt, t)
   if not probe and errno == core.errno.ENOENT and dev.size ~= nil then
     local size = params.parse_size(dev.size)
     if not size then fail("size", dev.size, "expected a whole number of bytes") end
-    params.check(dev) -- misuse raises before the file exists, not after
+    params.check(dev, nil, M.key_names) -- misuse raises before the file exists, not after
     local ok, m2, e2 = core.create_file(path, offset + size)
     if not ok then t.errno = e2; return nil, "file target: creating " .. m2 end
     probe, msg, errno = core.probe_backing(path)

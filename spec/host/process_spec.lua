@@ -1,9 +1,9 @@
 -- How ublk.delete(id) tells that a device's server has ended, after its SIGTERM (no kernel needed).
-local ublk = require("ublk")
+local device = require("ublk.device")
 local core = require("ublk.core")
 
 describe("a server's end, as ublk.delete waits for it", function()
-  local ended = ublk._process_ended
+  local ended = device.process_ended
 
   it("is not seen in a live process", function()
     assert.is_false(ended(core.getpid()))

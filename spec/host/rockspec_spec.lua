@@ -8,7 +8,7 @@ describe("rockspec", function()
 
   it("lists every C source and every Lua module of the checkout", function()
     local spec = assert(run.slurp("rockspec/ublk-scm-1.rockspec"))
-    local p = io.popen("ls csrc/*.c csrc/targets/*.c lua/ublk.lua lua/ublk/*.lua")
+    local p = io.popen("ls csrc/core/*.c csrc/core/targets/*.c csrc/lua/*.c lua/ublk.lua lua/ublk/*.lua")
     local n = 0
     for path in p:lines() do
       assert(spec:find('"' .. path .. '"', 1, true), path .. " is missing from the rockspec")

@@ -1,7 +1,9 @@
 /*
  * luaopen_ublk_core: the C module behind require("ublk"). It exports the kernel's numbers (from
- * ublk_uapi.h and <errno.h>, so Lua never repeats them), the struct layouts, the control ring and
- * the device handle. Policy, validation and messages live in the Lua modules under lua/ublk/.
+ * ublk_uapi.h and <errno.h>, so Lua never repeats them), and opens the other files' parts: the
+ * struct layouts, the control handle, the process plumbing, the backing probe, the request type, and
+ * the device type, whose C methods go to lua/ublk/device.lua alone. Policy, validation and
+ * messages live in the Lua modules under lua/ublk/.
  */
 #include <errno.h>
 #include <lauxlib.h>
@@ -10,50 +12,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "lua_ublk.h"
-#include "ublk_uapi.h"
-
-int ublk_lua_fail(lua_State *L, const char *what, int err)
-{
-	lua_pushnil(L);
-	lua_pushfstring(L, "%s: %s", what, strerror(err));
-	lua_pushinteger(L, err);
-	return 3;
-}
-
-int ublk_timeout_ms(double seconds)
-{
-	if (!(seconds >= 0) || seconds * 1000 >= 2147483647.0)
-		return -1;
-	if (seconds == 0)
-		return 0;
-	return (int)(seconds * 1000 + 0.999);
-}
-
-static const struct {
-	const char *name;
-	int value;
-} errnos[] = {
-#define E(x) { #x, x }
-	E(EPERM),  E(ENOENT),	  E(ESRCH),	 E(EINTR),     E(EIO),	       E(ENXIO),      E(E2BIG),
-	E(EBADF),  E(EAGAIN),	  E(ENOMEM),	 E(EACCES),    E(EFAULT),      E(EBUSY),      E(EEXIST),
-	E(ENODEV), E(ENOTDIR),	  E(EINVAL),	 E(ENFILE),    E(EMFILE),      E(ENOTTY),     E(EFBIG),
-	E(ENOSPC), E(EROFS),	  E(ERANGE),	 E(ENOSYS),    E(EOPNOTSUPP), E(ETIMEDOUT), E(EALREADY),
-	E(ECANCELED), E(EOVERFLOW), E(EBADFD), E(ENOTSUP), E(EDOM), E(ESPIPE),
-	/* the ones the block layer passes on to the submitter (errno_to_blk_status), besides those above */
-	E(ENOLINK), E(EREMOTEIO), E(EBADE), E(ENODATA), E(EILSEQ), E(ETIME), E(ETOOMANYREFS),
-#undef E
-};
-
-int ublk_errno_by_name(const char *name)
-{
-	size_t i;
-
-	for (i = 0; i < sizeof(errnos) / sizeof(errnos[0]); i++)
-		if (strcmp(errnos[i].name, name) == 0)
-			return errnos[i].value;
-	return 0;
-}
+#include "../core/ublk_uapi.h"
+#include "module.h"
+#include "util.h"
 
 /* Device flags by bit, in the kernel's words (UBLK_F_<NAME> lower-cased). */
 static const char *const flag_names[] = {
@@ -97,12 +58,6 @@ static const struct {
 	{ "UNREGISTER_IO_BUF", UBLK_IO_UNREGISTER_IO_BUF }, { "PREP_IO_CMDS", UBLK_IO_PREP_IO_CMDS },
 	{ "COMMIT_IO_CMDS", UBLK_IO_COMMIT_IO_CMDS },   { "FETCH_IO_CMDS", UBLK_IO_FETCH_IO_CMDS },
 };
-
-void ublk_lua_set_int(lua_State *L, const char *name, lua_Integer v)
-{
-	lua_pushinteger(L, v);
-	lua_setfield(L, -2, name);
-}
 
 /**
  * core.probe_ring() -> { sqe128 = true, uring_cmd = bool, last_op = n } | nil, msg, errno
@@ -152,13 +107,22 @@ static int l_ioc(lua_State *L)
 	return 1;
 }
 
-void ublk_lua_open_consts(lua_State *L)
-{
-	size_t i;
+static const luaL_Reg module_funcs[] = {
+	{ "probe_ring", l_probe_ring },
+	{ "strerror", l_strerror },
+	{ "ioc", l_ioc },
+	{ NULL, NULL },
+};
 
-	lua_createtable(L, 0, (int)(sizeof(errnos) / sizeof(errnos[0])));
-	for (i = 0; i < sizeof(errnos) / sizeof(errnos[0]); i++)
-		ublk_lua_set_int(L, errnos[i].name, errnos[i].value);
+static void open_consts(lua_State *L)
+{
+	const char *name;
+	size_t i;
+	int value;
+
+	lua_newtable(L);
+	for (i = 0; (name = ublk_errno_at(i, &value)) != NULL; i++)
+		ublk_lua_set_int(L, name, value);
 	lua_setfield(L, -2, "errno");
 
 	lua_createtable(L, (int)(sizeof(flag_names) / sizeof(flag_names[0])), 0);
@@ -219,12 +183,19 @@ void ublk_lua_open_consts(lua_State *L)
 	ublk_lua_set_int(L, "PARAM_TYPE_INTEGRITY", UBLK_PARAM_TYPE_INTEGRITY);
 	lua_setfield(L, -2, "const");
 
-	lua_pushcfunction(L, l_probe_ring);
-	lua_setfield(L, -2, "probe_ring");
-	lua_pushcfunction(L, l_strerror);
-	lua_setfield(L, -2, "strerror");
-	lua_pushcfunction(L, l_ioc);
-	lua_setfield(L, -2, "ioc");
+	luaL_setfuncs(L, module_funcs, 0);
+}
+
+/** core.take_internals() -> the device's C methods and class, for lua/ublk/device.lua: once per
+ * opening of the module, so that no other code reaches them. */
+static int l_take_internals(lua_State *L)
+{
+	if (lua_isnil(L, lua_upvalueindex(1)))
+		return luaL_error(L, "ublk.core: the device internals were already taken (by ublk.device)");
+	lua_pushvalue(L, lua_upvalueindex(1));
+	lua_pushnil(L);
+	lua_replace(L, lua_upvalueindex(1));
+	return 1;
 }
 
 __attribute__((visibility("default"))) int luaopen_ublk_core(lua_State *L);
@@ -234,9 +205,15 @@ int luaopen_ublk_core(lua_State *L)
 	lua_newtable(L);
 	ublk_lua_open_layout(L);
 	ublk_lua_open_control(L);
-	ublk_lua_open_server(L);
 	ublk_lua_open_process(L);
-	ublk_lua_open_bridge(L);
-	ublk_lua_open_consts(L);
+	ublk_lua_open_backing(L);
+	open_consts(L);
+	ublk_lua_open_request(L);
+	lua_newtable(L); /* the internals */
+	ublk_lua_open_device(L);
+	ublk_lua_open_dispatch(L);
+	ublk_lua_open_request_internals(L);
+	lua_pushcclosure(L, l_take_internals, 1);
+	lua_setfield(L, -2, "take_internals");
 	return 1;
 }

@@ -1,10 +1,7 @@
 /*
- * The control handle (ublk.control) and the device handle (ublk.device).
- *
- * A device handle is created closed, before ADD_DEV, as liolib creates a file before opening it, so
- * nothing acquired can be lost to an allocation error. Once adopted it owns the kernel device: close,
- * __close and __gc delete it, once. It holds a counted reference on the control ring, so the ring
- * outlives every device whatever order the collector finalizes them in.
+ * The control handle (ublk.control): /dev/ublk-control and its ring, shared by the devices of a Lua
+ * state. Each device holds a counted reference on the ring (device.c), so the ring outlives every
+ * device whatever order the collector finalizes them in.
  */
 #include <errno.h>
 #include <lauxlib.h>
@@ -12,8 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "ctrl.h"
-#include "lua_ublk.h"
+#include "control.h"
+#include "module.h"
+#include "util.h"
 
 struct control_handle {
 	struct ublk_ctrl *ctrl; /* NULL once closed */
@@ -26,6 +24,11 @@ static struct control_handle *check_control(lua_State *L, int arg)
 	if (!h->ctrl)
 		luaL_error(L, "attempt to use a closed ublk control handle");
 	return h;
+}
+
+struct ublk_ctrl *ublk_lua_check_control(lua_State *L, int arg)
+{
+	return check_control(L, arg)->ctrl;
 }
 
 /** core.open_control([path = "/dev/ublk-control"]) -> control | nil, msg, errno */
@@ -160,6 +163,18 @@ static int l_set_legacy(lua_State *L)
 	return 0;
 }
 
+/** control:delete_command(served) -> "DEL_DEV_ASYNC" | "DEL_DEV": the delete a device gets (ctrl.h). */
+static int l_delete_command(lua_State *L)
+{
+	struct control_handle *h = check_control(L, 1);
+
+	if (ublk_ctrl_delete_command(h->ctrl, lua_toboolean(L, 2)) == UBLK_CMD_DEL_DEV_ASYNC)
+		lua_pushliteral(L, "DEL_DEV_ASYNC");
+	else
+		lua_pushliteral(L, "DEL_DEV");
+	return 1;
+}
+
 /** control:fd() -> the /dev/ublk-control descriptor (for the trace). */
 static int l_control_fd(lua_State *L)
 {
@@ -189,95 +204,10 @@ static int l_control_tostring(lua_State *L)
 	return 1;
 }
 
-/** core.device(control) -> a device handle that owns nothing yet; its uservalue is a table for Lua. */
-static int l_device(lua_State *L)
-{
-	struct control_handle *c = check_control(L, 1);
-	struct device_handle *d = lua_newuserdatauv(L, sizeof(*d), 1);
-
-	d->ctrl = NULL;
-	d->dev_id = -1;
-	d->srv = NULL;
-	d->was_served = 0;
-	d->bridge = NULL;
-	luaL_setmetatable(L, UBLK_DEVICE_MT);
-	lua_newtable(L);
-	lua_setiuservalue(L, -2, 1);
-	d->ctrl = c->ctrl;
-	d->ctrl->refs++;
-	return 1;
-}
-
-/** device:_adopt(id): the handle now owns kernel device `id`. */
-static int l_device_adopt(lua_State *L)
-{
-	struct device_handle *d = luaL_checkudata(L, 1, UBLK_DEVICE_MT);
-	lua_Integer id = luaL_checkinteger(L, 2);
-
-	luaL_argcheck(L, id >= 0 && id <= 0xfffffffeLL, 2, "device id out of range");
-	luaL_argcheck(L, d->dev_id < 0, 1, "the handle already owns a device");
-	d->dev_id = id;
-	return 0;
-}
-
-/** device:_forget(): the kernel device is gone (deleted through the traced path). */
-static int l_device_forget(lua_State *L)
-{
-	struct device_handle *d = luaL_checkudata(L, 1, UBLK_DEVICE_MT);
-
-	d->dev_id = -1;
-	return 0;
-}
-
-/** device:_owned() -> id or nil */
-static int l_device_owned(lua_State *L)
-{
-	struct device_handle *d = luaL_checkudata(L, 1, UBLK_DEVICE_MT);
-
-	if (d->dev_id < 0)
-		lua_pushnil(L);
-	else
-		lua_pushinteger(L, d->dev_id);
-	return 1;
-}
-
-/** device:_data() -> the Lua-side table of the handle */
-static int l_device_data(lua_State *L)
-{
-	luaL_checkudata(L, 1, UBLK_DEVICE_MT);
-	lua_getiuservalue(L, 1, 1);
-	return 1;
-}
-
-/* The collector's path: delete the kernel device if still owned, then drop the ring. Never raises. */
-static int l_device_gc(lua_State *L)
-{
-	struct device_handle *d = luaL_checkudata(L, 1, UBLK_DEVICE_MT);
-
-	/* DEL_DEV waits for /dev/ublkcN to be closed: the queues go first. A device that was served
-	 * may still be open (fio, a mount): DEL_DEV_ASYNC does not wait for its openers. */
-	int served = d->srv != NULL || d->was_served;
-
-	ublk_device_stop_server(d);
-	if (d->ctrl && d->dev_id >= 0) {
-		if (served && !d->ctrl->legacy) /* DEL_DEV_ASYNC has no legacy number */
-			ublk_ctrl_device_command(d->ctrl, UBLK_CMD_DEL_DEV_ASYNC, _IOC_READ, (__u32)d->dev_id, NULL, NULL);
-		else
-			ublk_ctrl_device_command(d->ctrl, UBLK_CMD_DEL_DEV, _IOC_READ | _IOC_WRITE, (__u32)d->dev_id, NULL, NULL);
-		d->dev_id = -1;
-	}
-	if (d->ctrl) {
-		ublk_ctrl_unref(d->ctrl);
-		d->ctrl = NULL;
-	}
-	ublk_bridge_free(d->bridge);
-	d->bridge = NULL;
-	return 0;
-}
-
 static const luaL_Reg control_methods[] = {
 	{ "command", l_command },
 	{ "set_legacy", l_set_legacy },
+	{ "delete_command", l_delete_command },
 	{ "fd", l_control_fd },
 	{ "close", l_control_close },
 	{ NULL, NULL },
@@ -290,14 +220,6 @@ static const luaL_Reg control_meta[] = {
 	{ NULL, NULL },
 };
 
-static const luaL_Reg device_methods[] = {
-	{ "_adopt", l_device_adopt },
-	{ "_forget", l_device_forget },
-	{ "_owned", l_device_owned },
-	{ "_data", l_device_data },
-	{ NULL, NULL },
-};
-
 void ublk_lua_open_control(lua_State *L)
 {
 	luaL_newmetatable(L, UBLK_CONTROL_MT);
@@ -305,17 +227,6 @@ void ublk_lua_open_control(lua_State *L)
 	luaL_newlib(L, control_methods);
 	lua_setfield(L, -2, "__index");
 	lua_pop(L, 1);
-
-	/* ublk.lua fills in the rest of this metatable (__index, __close, __tostring) */
-	luaL_newmetatable(L, UBLK_DEVICE_MT);
-	lua_pushcfunction(L, l_device_gc);
-	lua_setfield(L, -2, "__gc");
-	luaL_newlib(L, device_methods);
-	lua_setfield(L, -2, "methods");
-	lua_setfield(L, -2, "device_mt"); /* core.device_mt */
-
 	lua_pushcfunction(L, l_open_control);
 	lua_setfield(L, -2, "open_control");
-	lua_pushcfunction(L, l_device);
-	lua_setfield(L, -2, "device");
 }

@@ -56,4 +56,11 @@ int ublk_ctrl_reap(struct ublk_ctrl *c, __u64 tag, int wait, int *res);
 int ublk_ctrl_device_command(struct ublk_ctrl *c, unsigned nr, unsigned dir, __u32 dev_id,
 			     void (*idle)(void *), void *arg);
 
+/* Which delete a device gets: DEL_DEV_ASYNC for one that was served (a synchronous DEL_DEV waits
+ * until every opener of /dev/ublkbN, fio or a mount, lets go), DEL_DEV otherwise or with legacy
+ * opcodes (DEL_DEV_ASYNC has no legacy number). The command number; the one place this is chosen. */
+unsigned ublk_ctrl_delete_command(const struct ublk_ctrl *c, int served);
+/* That delete, sent without a trace (the collector's path): the CQE's res. */
+int ublk_ctrl_delete_device(struct ublk_ctrl *c, __u32 dev_id, int served);
+
 #endif

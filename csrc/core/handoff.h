@@ -5,9 +5,9 @@
  * sleeps again; the first batch into an empty list knocks once on an eventfd the Lua thread polls
  * (edge-triggered: the Lua side never reads the counter, a knock is an edge; the queue thread's
  * knock rides on its ring's next submit, so it costs no system call of its own).
- * Completions travel back through ublk_queue_complete_remote_batch (queue.h), batched the same way.
- * A device whose rings the Lua thread serves itself has no queue threads and does not use this list:
- * the Lua thread reaps its rings straight into the batch it runs (lua_bridge.c).
+ * Answers travel back through ublk_queue_post_answers (queue.h), batched the same way. A device
+ * with Lua-owned rings has no queue threads and does not use this list: the Lua thread reaps its
+ * rings straight into the batch it runs (csrc/lua/rings.c).
  */
 #ifndef LUA_UBLK_HANDOFF_H
 #define LUA_UBLK_HANDOFF_H
@@ -22,7 +22,7 @@ struct ublk_handoff_req {
 	uint16_t tag;
 	uint32_t pad;
 	struct ublksrv_io_desc iod; /* as the queue thread read it */
-	uint64_t received_ns;       /* CLOCK_MONOTONIC when its batch was handed over (or reaped, inline) */
+	uint64_t received_ns;       /* CLOCK_MONOTONIC when its batch was handed over (or reaped from a Lua-owned ring) */
 };
 
 struct ublk_handoff {

@@ -1,5 +1,5 @@
 /*
- * What a handler sees (bridge.h): the request, a ublk.request userdata whose fields (op, offset,
+ * What a handler sees (request.h): the request, a ublk.request userdata whose fields (op, offset,
  * length, buf, flags, fua, queue, tag, received) and methods come from __index. Its buffer,
  * req.buf, is the same object seen as a view of the request's own buffer in the queue's memory
  * (buf:read, buf:write, buf:fill, #buf), valid until the request is answered.
@@ -12,20 +12,14 @@
 #include <lua.h>
 #include <string.h>
 
-#include "bridge.h"
-#include "lua_ublk.h"
+#include "request.h"
+#include "module.h"
+#include "util.h"
 
 #define UBLK_REQUEST_MT "ublk.request"
 
 /* a request's uservalue: its device */
 enum { UV_DEVICE = 1, NR_UV = 1 };
-
-static const char *const op_names[] = { "read", "write", "flush", "discard", "write_same", "write_zeroes" };
-
-const char *ublk_op_name(unsigned op)
-{
-	return op < sizeof(op_names) / sizeof(op_names[0]) ? op_names[op] : "unknown";
-}
 
 struct request_handle *ublk_request_push(lua_State *L, int dev, int mt, const struct ublk_handoff_req *h)
 {
@@ -87,7 +81,7 @@ static struct request_handle *check_request(lua_State *L, const char *what)
 }
 
 /*
- * What a handler's values mean (README "Handlers"): nothing (or nil): success, or for hooks on a C
+ * What a handler's values mean (doc/api.md "What a handler returns"): nothing (or nil): success, or for hooks on a C
  * target: pass; true: success (a hook answered the request itself); "pass": to the C target (hooks
  * only); a number n: n bytes done (a short read or write: the kernel asks again for the rest;
  * negative: -errno); a string (read): the data; nil or false, then an errno name ("EIO") or number:
@@ -204,11 +198,11 @@ static int l_request_done(lua_State *L)
 	return 0;
 }
 
-/** req:_fail(): the scheduler's, for a runner that failed after its handler waited: EIO, unless
- * answered meanwhile (a handler's own return or error is answered by its runner, in C). */
+/** fail_request(req): the scheduler's, for a runner that failed after its handler waited: EIO,
+ * unless answered meanwhile (a handler's own return or error is answered by its runner, in C). */
 static int l_request_fail(lua_State *L)
 {
-	struct request_handle *v = check_request(L, "req:_fail");
+	struct request_handle *v = check_request(L, "fail_request");
 
 	request_fail(v);
 	return 0;
@@ -380,7 +374,6 @@ static const luaL_Reg request_methods[] = {
 	{ "done", l_request_done },
 	{ "defer", l_request_defer },
 	{ "answered", l_request_answered },
-	{ "_fail", l_request_fail },
 	{ "read", l_buffer_read }, /* req.buf is req */
 	{ "write", l_buffer_write },
 	{ "fill", l_buffer_fill },
@@ -413,4 +406,11 @@ void ublk_lua_open_request(lua_State *L)
 	lua_pushliteral(L, UBLK_REQUEST_MT);
 	lua_setfield(L, mt, "__metatable"); /* getmetatable(req) cannot reach __index (above) */
 	lua_pop(L, 1);
+}
+
+void ublk_lua_open_request_internals(lua_State *L)
+{
+	luaL_getmetatable(L, UBLK_REQUEST_MT);
+	lua_pushcclosure(L, l_request_fail, 1);
+	lua_setfield(L, -2, "fail_request");
 }

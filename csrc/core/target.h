@@ -2,11 +2,12 @@
  * A target serves the requests of a device: one ops table per target (targets/null.c, ram.c, file.c),
  * found by name, in the manner of the kernel selftests' kublk.
  *
- * The queue's daemon (its thread, or the Lua thread for a queue it serves inline) calls queue_io for
+ * The queue's daemon (its queue thread, or the Lua thread for Lua-owned rings) calls queue_io for
  * each request the kernel hands it. The target either answers at once (returns bytes done, 0, or
  * -errno) or returns UBLK_IO_QUEUED after putting SQEs on the queue's own ring (user_data from
- * ublk_tgt_user_data), answering later from io_done with ublk_queue_complete(). Requests answered by
- * another thread come back through ublk_queue_complete_remote_batch().
+ * ublk_tgt_user_data), answering later from io_done with ublk_queue_complete(). Every op but the
+ * name is optional (NULL): no init or deinit, nothing to acquire; no queue_io, every request that
+ * reaches the target is answered EOPNOTSUPP; io_done is needed only where queue_io queues SQEs.
  */
 #ifndef LUA_UBLK_TARGET_H
 #define LUA_UBLK_TARGET_H
@@ -40,12 +41,12 @@ struct ublk_target_config {
 
 struct ublk_target_ops {
 	const char *name;
-	/* Acquire what the target needs (backing file, memory): 0 or -errno, with *why set on failure. */
+	/* Optional: acquire what the target needs (backing file, memory): 0 or -errno, with *why set. */
 	int (*init)(struct ublk_target *t, const struct ublk_target_config *cfg, const char **why);
-	void (*deinit)(struct ublk_target *t);
-	/* Handle one request: bytes, 0 or -errno now, or UBLK_IO_QUEUED. */
+	void (*deinit)(struct ublk_target *t); /* optional */
+	/* Optional: handle one request: bytes, 0 or -errno now, or UBLK_IO_QUEUED. */
 	int (*queue_io)(struct ublk_queue *q, int tag, const struct ublksrv_io_desc *iod, void *buf);
-	/* A completion of one of the target's own SQEs. */
+	/* A completion of one of the target's own SQEs (needed where queue_io returns UBLK_IO_QUEUED). */
 	void (*io_done)(struct ublk_queue *q, int tag, const struct io_uring_cqe *cqe);
 	/* How many SQEs one request may need at once (sizes the ring). */
 	int sqes_per_io;

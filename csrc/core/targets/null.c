@@ -8,14 +8,6 @@
 #include "../queue.h"
 #include "../target.h"
 
-static int null_init(struct ublk_target *t, const struct ublk_target_config *cfg, const char **why)
-{
-	(void)t;
-	(void)cfg;
-	(void)why;
-	return 0;
-}
-
 static int null_queue_io(struct ublk_queue *q, int tag, const struct ublksrv_io_desc *iod, void *buf)
 {
 	struct ublk_io *io = &q->ios[tag];
@@ -44,17 +36,8 @@ static int null_queue_io(struct ublk_queue *q, int tag, const struct ublksrv_io_
 	}
 }
 
-static void null_io_done(struct ublk_queue *q, int tag, const struct io_uring_cqe *cqe)
-{
-	(void)q;
-	(void)tag;
-	(void)cqe;
-}
-
 const struct ublk_target_ops ublk_target_null = {
 	.name = "null",
-	.init = null_init,
 	.queue_io = null_queue_io,
-	.io_done = null_io_done,
 	.sqes_per_io = 0,
 };

@@ -1,12 +1,11 @@
 /*
- * The bridge of a device with Lua handlers or hooks (bridge.h): its life next to the server, the
- * pollable descriptor of its Lua work with the handlers' timer and watched descriptors, and the
- * device methods lua/ublk/handler.lua drives a dispatch with (_poll, _run, _flush).
+ * A dispatch of a device's Lua side (the functions lua/ublk/handler.lua drives it with): poll for
+ * what is ready, run the handlers of the requests taken, flush their answers; the handlers' timer
+ * and the descriptors they wait for.
  */
 #include <errno.h>
 #include <lauxlib.h>
 #include <lua.h>
-#include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/timerfd.h>
@@ -14,229 +13,11 @@
 #include <unistd.h>
 
 #include "bridge.h"
-#include "lua_ublk.h"
-
-/* epoll data: what woke us */
-#define EV_HANDOFF (1ULL << 32)
-#define EV_TIMER (2ULL << 32)
-#define EV_FD (3ULL << 32)
-#define EV_RING (4ULL << 32)
-
-/* While a dispatch runs, a queue's answers go back at its end (_flush), or once this many wait:
- * each send that finds the queue's list empty is a write(2) on its door and a wake-up of its
- * thread; sending every 8 cost pass-through hooks a third of their IOPS at depth 32 (7.3, TCG),
- * and most batches are shorter than 32. */
-#define ANSWER_EVERY 32
-
-static void flush_queue(struct ublk_bridge *b, int q)
-{
-	if (!b->nr_done[q])
-		return;
-	if (b->srv && b->srv->inline_lua)
-		ublk_queue_inline_commit(b->srv->queues[q], b->done + (size_t)q * (size_t)b->depth, b->nr_done[q]);
-	else if (b->srv)
-		ublk_queue_complete_remote_batch(b->srv->queues[q], b->done + (size_t)q * (size_t)b->depth, b->nr_done[q]);
-	b->nr_done[q] = 0;
-}
-
-void ublk_bridge_answer(struct ublk_bridge *b, int q_id, int tag, int result, int pass)
-{
-	struct bridge_slot *s = bridge_slot(b, q_id, tag);
-	struct ublk_remote_done *d = &b->done[(size_t)q_id * (size_t)b->depth + (size_t)b->nr_done[q_id]++];
-
-	s->held = 0;
-	s->gen++;
-	d->tag = (uint16_t)tag;
-	d->pass = (uint16_t)pass;
-	d->result = result;
-	if (pass)
-		b->passed++;
-	else if (result < 0)
-		b->errors++;
-	if (!b->batching || b->nr_done[q_id] >= ANSWER_EVERY)
-		flush_queue(b, q_id);
-}
-
-int ublk_bridge_watch_rings(struct ublk_bridge *b)
-{
-	struct epoll_event ev;
-	int q;
-
-	if (!b || !b->srv || !b->srv->inline_lua || b->epfd < 0)
-		return 0;
-	for (q = 0; q < b->nr_queues; q++) {
-		memset(&ev, 0, sizeof(ev));
-		ev.events = EPOLLIN;
-		ev.data.u64 = EV_RING | (uint64_t)q;
-		if (epoll_ctl(b->epfd, EPOLL_CTL_ADD, b->srv->queues[q]->ring.ring_fd, &ev) < 0)
-			return -errno;
-	}
-	return 0;
-}
-
-/* Inline queues: each ring is served as a queue thread would serve it (queue.c), and the requests for
- * Lua go straight into out (room for every tag of every queue; the hand-off is not used). Once the Lua
- * side is closing (abandoned), the reap answers those EIO itself. Returns how many went into out. */
-static size_t reap_rings(struct ublk_bridge *b, struct ublk_handoff_req *out)
-{
-	struct ublk_server *s = b->srv;
-	size_t total = 0;
-	int q, ended;
-
-	if (!s || !s->inline_lua || !s->running)
-		return 0;
-	for (q = 0; q < b->nr_queues; q++) {
-		total += (size_t)ublk_queue_inline_reap(s->queues[q], out + total, &ended);
-		if (ended)
-			ublk_server_queue_ended(s);
-	}
-	return total;
-}
-
-void ublk_bridge_pump(struct ublk_bridge *b)
-{
-	if (b)
-		reap_rings(b, b->closing); /* abandoned: everything reaped is answered EIO */
-}
-
-/* Inline queues: 1 when a ring holds completions, 2 when rings hold only answers a failed submit left
- * (the reap sends them), 0 when none; what dev:fd() cannot show until the kernel's task work has run. */
-static int rings_ready(const struct ublk_bridge *b)
-{
-	int q, any = 0;
-
-	if (!b->srv || !b->srv->inline_lua || !b->srv->running)
-		return 0;
-	for (q = 0; q < b->nr_queues; q++) {
-		int r = ublk_queue_inline_ready(b->srv->queues[q]);
-
-		if (r == 1)
-			return 1;
-		any |= r;
-	}
-	return any;
-}
-
-static void flush_all(struct ublk_bridge *b)
-{
-	int q;
-
-	for (q = 0; q < b->nr_queues; q++)
-		flush_queue(b, q);
-}
-
-int ublk_bridge_abandon(struct ublk_bridge *b)
-{
-	size_t n, i;
-	int q, tag, count = 0;
-
-	if (!b || !b->srv)
-		return 0;
-	b->batching++;
-	n = ublk_handoff_close(&b->srv->handoff, b->closing);
-	epoll_ctl(b->epfd, EPOLL_CTL_DEL, b->srv->handoff.efd, NULL); /* nothing more comes (ENOENT the second time) */
-	for (i = 0; i < n; i++) {
-		/* listed, never taken: hold it just to answer it */
-		bridge_slot(b, b->closing[i].q_id, b->closing[i].tag)->held = 1;
-		ublk_bridge_answer(b, b->closing[i].q_id, b->closing[i].tag, -EIO, 0);
-		count++;
-	}
-	/* and everything taken, whether its handler ran or not (a _run below us skips these) */
-	for (q = 0; q < b->nr_queues; q++)
-		for (tag = 0; tag < b->depth; tag++)
-			if (bridge_slot(b, q, tag)->held) {
-				ublk_bridge_answer(b, q, tag, -EIO, 0);
-				count++;
-			}
-	b->batching--;
-	flush_all(b);
-	return count;
-}
-
-void ublk_bridge_detach(struct ublk_bridge *b)
-{
-	int i;
-
-	if (!b)
-		return;
-	b->srv = NULL; /* freed, or about to be: its queue threads are joined */
-	for (i = 0; b->slots && i < b->nr_queues * b->depth; i++)
-		b->slots[i].gen++; /* every request and buffer still referenced is now stale */
-	/* no descriptor survives a stop: what a dispatch still asks of them (a nested one, after a
-	 * handler stopped its device) finds nothing to wait for */
-	if (b->epfd >= 0)
-		close(b->epfd);
-	if (b->timerfd >= 0)
-		close(b->timerfd);
-	b->epfd = b->timerfd = -1;
-}
-
-void ublk_bridge_free(struct ublk_bridge *b)
-{
-	if (!b)
-		return;
-	ublk_bridge_detach(b);
-	free(b->slots);
-	free(b->taken);
-	free(b->closing);
-	free(b->done);
-	free(b->nr_done);
-	free(b);
-}
-
-int ublk_bridge_attach(struct device_handle *d, int hooks_pass)
-{
-	struct ublk_server *s = d->srv;
-	struct ublk_bridge *b;
-	struct epoll_event ev;
-	size_t n = (size_t)s->nr_queues * (size_t)s->depth;
-	int ret;
-
-	if (d->bridge)
-		return -EBUSY; /* a stopped device is never served again */
-	b = calloc(1, sizeof(*b));
-	if (!b)
-		return -ENOMEM;
-	b->epfd = b->timerfd = -1;
-	b->nr_queues = s->nr_queues;
-	b->depth = s->depth;
-	b->hooks_pass = hooks_pass;
-	b->slots = calloc(n, sizeof(b->slots[0]));
-	b->taken = calloc(n, sizeof(b->taken[0]));
-	b->closing = calloc(n, sizeof(b->closing[0]));
-	b->done = calloc(n, sizeof(b->done[0]));
-	b->nr_done = calloc((size_t)s->nr_queues, sizeof(b->nr_done[0]));
-	if (!b->slots || !b->taken || !b->closing || !b->done || !b->nr_done) {
-		ret = -ENOMEM;
-		goto fail;
-	}
-	b->epfd = epoll_create1(EPOLL_CLOEXEC);
-	b->timerfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
-	if (b->epfd < 0 || b->timerfd < 0) {
-		ret = -errno;
-		goto fail;
-	}
-	memset(&ev, 0, sizeof(ev));
-	ev.events = EPOLLIN;
-	ev.data.u64 = EV_TIMER;
-	if (epoll_ctl(b->epfd, EPOLL_CTL_ADD, b->timerfd, &ev) < 0) {
-		ret = -errno;
-		goto fail;
-	}
-	ev.events = EPOLLIN | EPOLLET; /* each knock is an edge: the counter is never read (handoff.h) */
-	ev.data.u64 = EV_HANDOFF;
-	if (epoll_ctl(b->epfd, EPOLL_CTL_ADD, s->handoff.efd, &ev) < 0) {
-		ret = -errno;
-		goto fail;
-	}
-	b->srv = s;
-	d->bridge = b;
-	return 0;
-
-fail:
-	ublk_bridge_free(b);
-	return ret;
-}
+#include "device.h"
+#include "request.h"
+#include "rings.h"
+#include "module.h"
+#include "util.h"
 
 static struct ublk_bridge *check_bridge(lua_State *L)
 {
@@ -247,18 +28,16 @@ static struct ublk_bridge *check_bridge(lua_State *L)
 	return d->bridge;
 }
 
-/* ---- the device's bridge methods ---- */
-
 /*
  * Runners. A runner is a coroutine whose body (runner_next) makes each taken request's userdata and
  * calls its handler in a protected call, one request after another, until the batch is done; then
  * it yields batch_done and waits in the pool for the next batch. So a batch costs one resume, not
  * one per request. A handler that yields takes its runner with it: from then on that coroutine is
  * the request's alone (the scheduler resumes it; when the handler returns, handler_k answers the
- * request and the coroutine ends), and _run goes on with another runner.
+ * request and the coroutine ends), and run goes on with another runner.
  *
  * A runner's upvalues: the device, the handlers (by op number), on_error, the request metatable,
- * and the request it runs now (so that _run can tell on_yield which request yielded; a runner taken from the pool comes with its function, which holds them). Its stack:
+ * and the request it runs now (so that run can tell on_yield which request yielded; a runner taken from the pool comes with its function, which holds them). Its stack:
  * 1 the message handler of its protected calls, 2 the request, then the handler's values.
  */
 enum { U_DEV = 1, U_HANDLERS, U_ON_ERROR, U_REQUEST_MT, U_CURRENT, NR_RUNNER_UPVALUES };
@@ -281,7 +60,7 @@ static int handler_traceback(lua_State *co)
 }
 
 /* on_error(the value at req, the message at msg, raised); what it raises is dropped (the batch must
- * go on). For the runners (on_error an upvalue, the request at S_REQ) and for _run. */
+ * go on). For the runners (on_error an upvalue, the request at S_REQ) and for run. */
 static void call_on_error(lua_State *L, int on_error, int req, int msg, int raised)
 {
 	lua_checkstack(L, 4); /* above however many values the handler returned */
@@ -369,21 +148,21 @@ static int runner_main(lua_State *co)
 }
 
 /**
- * dev:_run(handlers, pool, workers, on_yield, on_error) -> n
- * Takes the requests for Lua (handed over by queue threads, or reaped from the rings this thread
- * serves) and runs each one's handler (handlers[op], by
+ * run(dev, handlers, pool, workers, on_yield, on_error) -> n
+ * Takes the requests for Lua (handed over by queue threads, or reaped from Lua-owned rings) and
+ * runs each one's handler (handlers[op], by
  * op number) on a runner (above): one from pool (a list of coroutine, function pairs) or a new
  * one, which goes into the weak set workers. A handler that returns is answered at once; one that
  * yields is given to on_yield(co, req, yielded...) (at most 4 values); one that raises is answered
  * EIO and its traceback given to on_error(req, traceback, true); values that mean nothing are
  * answered EIO and what is wrong with them given to on_error(req, message, false). An op the table
- * lacks is answered EOPNOTSUPP. Answers go back to the queues at the end of the dispatch (_flush),
+ * lacks is answered EOPNOTSUPP. Answers go back to the queues at the end of the dispatch (flush),
  * or once ANSWER_EVERY wait for a queue. Returns how many handlers it started.
  *
  * Re-entrant and safe against errors: every request is marked held when taken and the batch's
  * position moves before its handler runs, so a handler that dispatches again, a stop in the middle
  * (which answers whatever is held) or an error escaping from here runs no request twice and
- * forgets none (the next _run goes on where this one stopped).
+ * forgets none (the next run goes on where this one stopped).
  */
 static int l_run(lua_State *L)
 {
@@ -404,18 +183,7 @@ static int l_run(lua_State *L)
 		lua_pushinteger(L, 0);
 		return 1;
 	}
-	if (b->pos == b->n) {
-		size_t i;
-
-		b->n = ublk_handoff_take(&b->srv->handoff, b->taken);
-		b->n += reap_rings(b, b->taken + b->n);
-		b->edge_unanswered = 0;
-		b->pos = 0;
-		b->requests += b->n;
-		b->batches += b->n > 0;
-		for (i = 0; i < b->n; i++) /* from here on, a stop answers them */
-			bridge_slot(b, b->taken[i].q_id, b->taken[i].tag)->held = 1;
-	}
+	ublk_bridge_take(b);
 	while ((b = d->bridge) && b->srv && b->pos < b->n) {
 		lua_Integer pooled = (lua_Integer)lua_rawlen(L, POOL);
 		int co_i = TOP + 1, fn_i = TOP + 2, status, nres = 0; /* and REQ, once a runner stops short */
@@ -481,7 +249,7 @@ static int l_run(lua_State *L)
 		}
 		lua_settop(L, TOP);
 	}
-	/* ours only: a handler's nested _run counted its own and returned them to its caller */
+	/* ours only: a handler's nested run counted its own and returned them to its caller */
 	b = d->bridge;
 	started = b ? (lua_Integer)b->started : (lua_Integer)outer;
 	if (b)
@@ -490,7 +258,7 @@ static int l_run(lua_State *L)
 	return 1;
 }
 
-/** dev:_flush(): the end of a dispatch (its to-be-closed variable calls this even when the
+/** flush(dev): the end of a dispatch (its to-be-closed variable calls this even when the
  * dispatch raised). Sends the answers collected so far, one batch per queue; and when work is left
  * that no knock will announce, knocks itself, so that dev:fd() polls readable again. */
 static int l_flush(lua_State *L)
@@ -499,9 +267,9 @@ static int l_flush(lua_State *L)
 
 	if (b->batching > 0)
 		b->batching--;
-	flush_all(b);
+	ublk_bridge_flush(b);
 	if (b->srv && ((b->edge_unanswered && ublk_handoff_pending(&b->srv->handoff)) || b->pos < b->n ||
-		       rings_ready(b) == 2)) {
+		       ublk_rings_ready(b->srv) == 2)) {
 		/* a nested dispatch took the knock's edge but not the list, or an error left part of
 		 * a batch: no queue thread will knock while the list is not empty; or a failed submit
 		 * left answers in a ring, which its fd does not show (it polls on completions) */
@@ -512,10 +280,10 @@ static int l_flush(lua_State *L)
 }
 
 /**
- * dev:_poll(timeout_seconds, fds) -> requests_ready, timer_fired, nfds
+ * poll(dev, timeout_seconds, fds) -> requests_ready, timer_fired, nfds
  * Waits up to timeout (0: not at all; negative: for ever) for the device's descriptor; fds[2i-1], fds[2i] get each
  * watched descriptor that is ready and its epoll events. Starts a dispatch (answers are batched
- * until _flush).
+ * until flush).
  */
 static int l_poll(lua_State *L)
 {
@@ -524,9 +292,9 @@ static int l_poll(lua_State *L)
 	struct epoll_event ev[64];
 	int n, i, ready, reqs = 0, timer = 0, nfd = 0;
 
-	b->batching++; /* first: the dispatch's _flush runs even if what follows raises */
+	b->batching++; /* first: the dispatch's flush runs even if what follows raises */
 	luaL_checktype(L, 3, LUA_TTABLE);
-	ready = rings_ready(b);
+	ready = ublk_rings_ready(b->srv);
 	if (b->srv && (ublk_handoff_pending(&b->srv->handoff) || b->pos < b->n || ready == 1)) {
 		reqs = 1; /* listed without a knock to come (handoff.h): no waiting */
 		timeout = 0;
@@ -538,7 +306,7 @@ static int l_poll(lua_State *L)
 	}
 	/* stopped (descriptors closed): nothing will come */
 	n = b->epfd < 0 ? 0 : epoll_wait(b->epfd, ev, 64, ublk_timeout_ms(timeout));
-	if (n < 0 && errno == EINTR && rings_ready(b))
+	if (n < 0 && errno == EINTR && ublk_rings_ready(b->srv))
 		reqs = 1; /* the kernel's task work for the rings interrupted the wait: they are in now */
 	for (i = 0; i < n; i++) {
 		uint64_t what = ev[i].data.u64 & ~0xffffffffULL;
@@ -569,7 +337,7 @@ static int l_poll(lua_State *L)
 	return 3;
 }
 
-/** dev:_arm_timer(deadline | nil): the timer fires at deadline (core.monotonic seconds); nil disarms. */
+/** arm_timer(dev, deadline | nil): the timer fires at deadline (core.monotonic seconds); nil disarms. */
 static int l_arm_timer(lua_State *L)
 {
 	struct ublk_bridge *b = check_bridge(L);
@@ -592,7 +360,7 @@ static int l_arm_timer(lua_State *L)
 	return 1;
 }
 
-/** dev:_watch(fd, events): wait for epoll events on fd (EPOLLIN 1, EPOLLOUT 4); 0 stops watching. */
+/** watch(dev, fd, events): wait for epoll events on fd (EPOLLIN 1, EPOLLOUT 4); 0 stops watching. */
 static int l_watch(lua_State *L)
 {
 	struct ublk_bridge *b = check_bridge(L);
@@ -616,7 +384,7 @@ static int l_watch(lua_State *L)
 	return 1;
 }
 
-/** dev:_bridge_fd() -> a descriptor that polls readable when the device has Lua work (requests, timers, fds) */
+/** bridge_fd(dev) -> a descriptor that polls readable when the device has Lua work (requests, timers, fds) */
 static int l_fd(lua_State *L)
 {
 	struct ublk_bridge *b = check_bridge(L);
@@ -627,14 +395,14 @@ static int l_fd(lua_State *L)
 	return 1;
 }
 
-/** dev:_abandon() -> n: answer EIO for everything Lua holds or has not taken; refuse new requests. */
+/** abandon(dev) -> n: answer EIO for everything Lua holds or has not taken; refuse new requests. */
 static int l_abandon(lua_State *L)
 {
 	lua_pushinteger(L, ublk_bridge_abandon(check_bridge(L)));
 	return 1;
 }
 
-/** dev:_bridge_stats() -> { requests, batches, errors, passed, held } | nil */
+/** bridge_stats(dev) -> { requests, batches, errors, passed, held } | nil */
 static int l_bridge_stats(lua_State *L)
 {
 	struct device_handle *d = luaL_checkudata(L, 1, UBLK_DEVICE_MT);
@@ -654,23 +422,19 @@ static int l_bridge_stats(lua_State *L)
 	return 1;
 }
 
-static const luaL_Reg bridge_methods[] = {
-	{ "_run", l_run },
-	{ "_flush", l_flush },
-	{ "_poll", l_poll },
-	{ "_arm_timer", l_arm_timer },
-	{ "_watch", l_watch },
-	{ "_abandon", l_abandon },
-	{ "_bridge_stats", l_bridge_stats },
-	{ "_bridge_fd", l_fd },
+static const luaL_Reg dispatch_funcs[] = {
+	{ "run", l_run },
+	{ "flush", l_flush },
+	{ "poll", l_poll },
+	{ "arm_timer", l_arm_timer },
+	{ "watch", l_watch },
+	{ "abandon", l_abandon },
+	{ "bridge_stats", l_bridge_stats },
+	{ "bridge_fd", l_fd },
 	{ NULL, NULL },
 };
 
-void ublk_lua_open_bridge(lua_State *L)
+void ublk_lua_open_dispatch(lua_State *L)
 {
-	ublk_lua_open_request(L);
-	lua_getfield(L, -1, "device_mt");
-	lua_getfield(L, -1, "methods");
-	luaL_setfuncs(L, bridge_methods, 0);
-	lua_pop(L, 2);
+	luaL_setfuncs(L, dispatch_funcs, 0);
 }

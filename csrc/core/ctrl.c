@@ -170,3 +170,17 @@ int ublk_ctrl_device_command(struct ublk_ctrl *c, unsigned nr, unsigned dir, __u
 		poll(&p, 1, 1); /* the answer, or a millisecond for idle's next turn */
 	}
 }
+
+unsigned ublk_ctrl_delete_command(const struct ublk_ctrl *c, int served)
+{
+	return served && !c->legacy ? UBLK_CMD_DEL_DEV_ASYNC : UBLK_CMD_DEL_DEV;
+}
+
+int ublk_ctrl_delete_device(struct ublk_ctrl *c, __u32 dev_id, int served)
+{
+	unsigned nr = ublk_ctrl_delete_command(c, served);
+
+	/* the ioctl directions of the two, as the kernel's header encodes them */
+	return ublk_ctrl_device_command(c, nr, nr == UBLK_CMD_DEL_DEV_ASYNC ? _IOC_READ : _IOC_READ | _IOC_WRITE,
+					dev_id, NULL, NULL);
+}

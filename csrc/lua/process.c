@@ -17,7 +17,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "lua_ublk.h"
+#include "module.h"
+#include "util.h"
 
 #define SIGNALS_MT "ublk.signals"
 

@@ -215,13 +215,6 @@ static int ram_queue_io(struct ublk_queue *q, int tag, const struct ublksrv_io_d
 	return op == UBLK_IO_OP_READ || op == UBLK_IO_OP_WRITE ? (int)(iod->nr_sectors << 9) : 0;
 }
 
-static void ram_io_done(struct ublk_queue *q, int tag, const struct io_uring_cqe *cqe)
-{
-	(void)q;
-	(void)tag;
-	(void)cqe;
-}
-
 static unsigned long long ram_memory(const struct ublk_target *t)
 {
 	struct ram_disk *d = t->data;
@@ -234,7 +227,6 @@ const struct ublk_target_ops ublk_target_ram = {
 	.init = ram_init,
 	.deinit = ram_deinit,
 	.queue_io = ram_queue_io,
-	.io_done = ram_io_done,
 	.sqes_per_io = 0,
 	.memory = ram_memory,
 };

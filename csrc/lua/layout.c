@@ -7,8 +7,9 @@
 #include <lua.h>
 #include <string.h>
 
-#include "layout.h"
-#include "lua_ublk.h"
+#include "../core/layout.h"
+#include "module.h"
+#include "util.h"
 
 static const struct ublk_layout *check_layout(lua_State *L, int arg)
 {

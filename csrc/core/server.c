@@ -1,6 +1,6 @@
 /*
  * One device's data plane: open /dev/ublkcN (udev may still be creating it or changing its owner),
- * set up the target and the queues, start the queue threads, stop and release them.
+ * set up the target and the queues, start and stop them, release them.
  */
 #include "server.h"
 
@@ -40,6 +40,27 @@ static int open_cdev(int dev_id, int timeout_ms)
 	}
 }
 
+static int tally_init(struct ublk_queue_tally *t)
+{
+	memset(t, 0, sizeof(*t));
+	t->notify = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (t->notify < 0)
+		return -errno;
+	pthread_mutex_init(&t->lock, NULL);
+	pthread_cond_init(&t->cond, NULL);
+	return 0;
+}
+
+static void tally_destroy(struct ublk_queue_tally *t)
+{
+	if (t->notify < 0)
+		return;
+	close(t->notify);
+	t->notify = -1;
+	pthread_cond_destroy(&t->cond);
+	pthread_mutex_destroy(&t->lock);
+}
+
 int ublk_server_new(struct ublk_server **out, const struct ublk_server_config *cfg, const char **why)
 {
 	struct ublk_server *s;
@@ -53,14 +74,10 @@ int ublk_server_new(struct ublk_server **out, const struct ublk_server_config *c
 	s->dev_id = cfg->dev_id;
 	s->nr_queues = cfg->nr_queues;
 	s->depth = cfg->depth;
-	s->buf_size = cfg->buf_size;
-	s->legacy = cfg->legacy;
-	s->inline_lua = cfg->inline_lua;
+	s->queue_threads = cfg->queue_threads;
 	s->cdev_fd = -1;
-	s->notify = -1;
+	s->tally.notify = -1;
 	s->tgt.fd = -1;
-	pthread_mutex_init(&s->lock, NULL);
-	pthread_cond_init(&s->cond, NULL);
 
 	s->tgt.ops = ublk_target_find(cfg->tgt.name);
 	if (!s->tgt.ops) {
@@ -79,9 +96,8 @@ int ublk_server_new(struct ublk_server **out, const struct ublk_server_config *c
 		*why = "setting up the hand-off to Lua";
 		goto fail;
 	}
-	s->notify = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (s->notify < 0) {
-		ret = -errno;
+	ret = tally_init(&s->tally);
+	if (ret < 0) {
 		*why = "eventfd";
 		goto fail;
 	}
@@ -94,13 +110,18 @@ int ublk_server_new(struct ublk_server **out, const struct ublk_server_config *c
 	s->tgt.size = cfg->tgt.size;
 	s->tgt.block_size = cfg->tgt.block_size;
 	s->tgt.read_only = cfg->tgt.read_only;
-	ret = s->tgt.ops->init(&s->tgt, &cfg->tgt, why);
+	ret = s->tgt.ops->init ? s->tgt.ops->init(&s->tgt, &cfg->tgt, why) : 0;
 	if (ret < 0) {
 		s->tgt.ops = NULL; /* nothing to deinit */
 		goto fail;
 	}
 	for (q = 0; q < s->nr_queues; q++) {
-		ret = ublk_queue_new(&s->queues[q], s, q);
+		struct ublk_queue_config qc = {
+			.q_id = q, .depth = s->depth, .buf_size = cfg->buf_size, .cdev_fd = s->cdev_fd,
+			.legacy = cfg->legacy, .tgt = &s->tgt, .handoff = &s->handoff, .tally = &s->tally,
+		};
+
+		ret = ublk_queue_new(&s->queues[q], &qc);
 		if (ret < 0) {
 			*why = "mapping the queue's descriptors and buffers";
 			goto fail;
@@ -114,53 +135,24 @@ fail:
 	return ret;
 }
 
-void ublk_server_queue_ready(struct ublk_server *s, int err, const char *why)
+/* Lua-owned rings: set up here, on the owner's thread, which serves them from then on. */
+static int start_rings(struct ublk_server *s, const char **why)
 {
-	pthread_mutex_lock(&s->lock);
-	if (err < 0) {
-		if (!s->nr_failed) {
-			s->first_error = err;
-			s->first_why = why;
-		}
-		s->nr_failed++;
-	} else {
-		s->nr_ready++;
+	int q, ret = 0;
+
+	for (q = 0; q < s->nr_queues && ret >= 0; q++) {
+		ret = ublk_queue_start(s->queues[q], 1, why);
+		ublk_queue_report_ready(s->queues[q], ret, *why);
 	}
-	pthread_cond_broadcast(&s->cond);
-	pthread_mutex_unlock(&s->lock);
+	return ret;
 }
 
-void ublk_server_queue_ended(struct ublk_server *s)
+static int start_threads(struct ublk_server *s, const cpu_set_t *cpus, const int *has_cpus, const char **why)
 {
-	__u64 one = 1;
-
-	if (write(s->notify, &one, sizeof(one)) < 0) {
-		/* cannot overflow with at most nr_queues knocks */
-	}
-}
-
-int ublk_server_start(struct ublk_server *s, const cpu_set_t *cpus, const int *has_cpus, const char **why)
-{
+	struct ublk_queue_tally *t = &s->tally;
 	sigset_t all, old;
 	int q, ret = 0;
 
-	if (s->started) {
-		*why = "starting the queues again (a server runs once: stop it and serve the device anew)";
-		return -EALREADY;
-	}
-	s->started = 1; /* once, on a server fresh from calloc: its counters start at zero */
-	if (s->inline_lua) {
-		for (q = 0; q < s->nr_queues; q++) {
-			ret = ublk_queue_inline_start(s->queues[q], why);
-			if (ret < 0)
-				break;
-		}
-		s->nr_ready = q;
-		s->running = 1;
-		if (ret < 0)
-			ublk_server_stop(s);
-		return ret;
-	}
 	/* Queue threads take no signals: SIGINT/SIGTERM go to the Lua thread, which stops them. */
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
@@ -171,24 +163,37 @@ int ublk_server_start(struct ublk_server *s, const cpu_set_t *cpus, const int *h
 			queue->cpus = cpus[q];
 			queue->has_cpus = 1;
 		}
-		ret = -pthread_create(&queue->thread, NULL, ublk_queue_main, queue);
+		ret = -pthread_create(&queue->thread, NULL, ublk_queue_thread, queue);
 		if (ret < 0) {
 			*why = "pthread_create for a queue";
 			break;
 		}
 		queue->thread_started = 1;
-		s->running = 1;
 	}
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 
-	pthread_mutex_lock(&s->lock);
-	while (s->nr_ready + s->nr_failed < q)
-		pthread_cond_wait(&s->cond, &s->lock);
-	if (!ret && s->nr_failed) {
-		ret = s->first_error;
-		*why = s->first_why;
+	pthread_mutex_lock(&t->lock);
+	while (t->nr_ready + t->nr_failed < q)
+		pthread_cond_wait(&t->cond, &t->lock);
+	if (!ret && t->nr_failed) {
+		ret = t->first_error;
+		*why = t->first_why;
 	}
-	pthread_mutex_unlock(&s->lock);
+	pthread_mutex_unlock(&t->lock);
+	return ret;
+}
+
+int ublk_server_start(struct ublk_server *s, const cpu_set_t *cpus, const int *has_cpus, const char **why)
+{
+	int ret;
+
+	if (s->started) {
+		*why = "starting the queues again (a server runs once: stop it and serve the device anew)";
+		return -EALREADY;
+	}
+	s->started = 1; /* once, on a server fresh from calloc: its tallies start at zero */
+	s->running = 1;
+	ret = s->queue_threads ? start_threads(s, cpus, has_cpus, why) : start_rings(s, why);
 	if (ret < 0)
 		ublk_server_stop(s);
 	return ret;
@@ -200,35 +205,39 @@ void ublk_server_stop(struct ublk_server *s)
 
 	if (!s->running)
 		return;
-	if (s->inline_lua) {
-		for (q = 0; q < s->nr_queues; q++)
-			ublk_queue_inline_stop(s->queues[q]);
-		s->running = 0;
+	s->running = 0;
+	if (!s->queue_threads) {
+		for (q = 0; q < s->nr_queues; q++) {
+			ublk_queue_drain(s->queues[q]);
+			ublk_queue_exit(s->queues[q]);
+			ublk_queue_report_ended(s->queues[q]);
+		}
 		return;
 	}
 	for (q = 0; q < s->nr_queues; q++)
-		if (s->queues[q] && s->queues[q]->thread_started)
+		if (s->queues[q]->thread_started)
 			ublk_queue_request_stop(s->queues[q]);
 	for (q = 0; q < s->nr_queues; q++) {
-		if (s->queues[q] && s->queues[q]->thread_started) {
+		if (s->queues[q]->thread_started) {
 			pthread_join(s->queues[q]->thread, NULL);
 			s->queues[q]->thread_started = 0;
 		}
 	}
-	s->running = 0;
 }
 
 int ublk_server_alive(struct ublk_server *s)
 {
+	struct ublk_queue_tally *t = &s->tally;
 	__u64 n;
+	int alive;
 
 	/* the notify counter holds the queues that ended since the last look */
-	if (read(s->notify, &n, sizeof(n)) == sizeof(n)) {
-		pthread_mutex_lock(&s->lock);
+	if (read(t->notify, &n, sizeof(n)) == sizeof(n))
 		s->nr_ended += (int)n;
-		pthread_mutex_unlock(&s->lock);
-	}
-	return s->running ? s->nr_ready - s->nr_ended : 0;
+	pthread_mutex_lock(&t->lock);
+	alive = t->nr_ready - s->nr_ended;
+	pthread_mutex_unlock(&t->lock);
+	return s->running && alive > 0 ? alive : 0;
 }
 
 void ublk_server_free(struct ublk_server *s)
@@ -249,10 +258,7 @@ void ublk_server_free(struct ublk_server *s)
 		close(s->tgt.fd);
 	if (s->cdev_fd >= 0)
 		close(s->cdev_fd);
-	if (s->notify >= 0)
-		close(s->notify);
+	tally_destroy(&s->tally);
 	ublk_handoff_destroy(&s->handoff);
-	pthread_cond_destroy(&s->cond);
-	pthread_mutex_destroy(&s->lock);
 	free(s);
 }

@@ -1,0 +1,522 @@
+--- The device: `ublk.new` makes one (ADD_DEV, SET_PARAMS), and its methods serve, stop and delete
+-- it. The type is ublk.device (csrc/lua/device.c): this module is its Lua half, and the only holder
+-- of its C methods (`I`, taken once from ublk.core).
+--
+-- While a device is half made or half gone, SIGINT, SIGTERM and SIGHUP are held back (see
+-- `with_signals_held`): struck in the middle, the process would die and leave a dead device.
+-- @module ublk.device
+local core = require("ublk.core")
+local control = require("ublk.control")
+local params = require("ublk.params")
+local targets = require("ublk.targets")
+local handler = require("ublk.handler")
+local records = require("ublk.records")
+local decode = require("ublk.decode")
+
+local I = core.take_internals()
+local Device = I.class
+
+local M = {}
+
+local state = control.state
+local command = control.command
+
+-- How long a stop keeps serving handlers that still hold requests before answering them EIO.
+local STOP_GRACE = 5
+
+-- This Lua state's devices by id, until deleted or collected (weak: a device left to the collector
+-- is still collected).
+local mine = setmetatable({}, { __mode = "v" })
+
+--- The device with this id that this Lua state serves now, or nil.
+function M.served_here(id)
+  local dev = mine[id]
+  if dev and I.owned(dev) == id and I.data(dev).started then return dev end
+end
+
+-- The id and own table of a device still owned; using a deleted one is misuse.
+local function owned(dev)
+  local id = I.owned(dev)
+  if not id then error("attempt to use a deleted ublk device", 3) end
+  return id, I.data(dev)
+end
+
+-- Run fn(...) with SIGINT, SIGTERM and SIGHUP held back (a signal that comes meanwhile waits until
+-- fn is done). When one of them came and will end the process once released (its action is the
+-- default), dev is deleted first; a signal the program catches (run()'s, `ublk add`'s) just waits,
+-- and the program sees it after. fn's values are returned.
+local function with_signals_held(dev, fn, ...)
+  local hold <close> = core.hold_signals()
+  local a, b, c = fn(...)
+  if hold:fatal() then dev:delete() end
+  return a, b, c
+end
+
+local function decode_info(bytes)
+  local v = core.unpack("dev_info", bytes)
+  return {
+    id = v.dev_id,
+    state = decode.state_names[v.state] or ("state " .. v.state),
+    queues = v.nr_hw_queues,
+    depth = v.queue_depth,
+    max_io = v.max_io_buf_bytes,
+    flags = params.flag_names(v.flags),
+    flags_mask = v.flags,
+    owner_uid = v.owner_uid,
+    owner_gid = v.owner_gid,
+    pid = v.ublksrv_pid,
+    char_path = "/dev/ublkc" .. v.dev_id,
+    block_path = "/dev/ublkb" .. v.dev_id,
+  }
+end
+
+--- GET_DEV_INFO2 (GET_DEV_INFO with legacy opcodes) of device `id`, decoded.
+-- @return info | nil, msg, errno
+function M.info(id)
+  local path = "/dev/ublkc" .. id
+  local name = state.legacy and "GET_DEV_INFO" or "GET_DEV_INFO2"
+  local res, out, errno = command(name, { dev_id = id, len = 64,
+    dev_path = name == "GET_DEV_INFO2" and path or nil, context = { dev_path = path } })
+  if not res then return nil, out, errno end
+  return decode_info(out)
+end
+
+--- ublk.new's checks without the kernel: the device options (checked, defaults filled) and the
+-- target. Raises on misuse; nil, msg, errno when the OS refuses (a backing file that will not open).
+function M.check(opts)
+  local devopts, tgt, errno = targets.prepare(opts)
+  if not devopts then return nil, tgt, errno end
+  return params.check(devopts, state.features, targets.key_names), tgt
+end
+
+-- ADD_DEV, SET_PARAMS, and the parameters read back, for a handle that owns nothing yet.
+local function create(dev, o, tgt)
+  local info = params.dev_info(o)
+  local res, out, errno = command("ADD_DEV", { dev_id = o.id or 0xffffffff, buf = info, len = 64,
+    context = { info = core.unpack("dev_info", info), opts = o } })
+  if not res then return nil, out, errno end
+  local got = core.unpack("dev_info", out)
+  I.adopt(dev, got.dev_id)
+  mine[got.dev_id] = dev
+  local data = I.data(dev)
+  data.id = got.dev_id
+  data.char_path = "/dev/ublkc" .. got.dev_id
+  data.path = "/dev/ublkb" .. got.dev_id
+  data.options = o
+  data.target = tgt
+  -- the kernel may have lowered these (queues to the CPU count, max_io to a page multiple)
+  o.queues, o.max_io = got.nr_hw_queues, got.max_io_buf_bytes
+  res, out, errno = command("SET_PARAMS", { dev_id = got.dev_id, buf = params.encode(o),
+    context = { opts = o } })
+  if not res then
+    dev:delete()
+    return nil, out, errno
+  end
+  -- A kernel that does not know a parameter block drops it silently (6.12: dma_alignment and the
+  -- segment limits): read them back and refuse rather than run with other limits than asked.
+  local back, err2, errno2 = dev:params()
+  if not back then dev:delete(); return nil, err2, errno2 end
+  for _, k in ipairs { "dma_alignment", "seg_boundary", "max_segment_size", "max_segments" } do
+    if o[k] ~= nil and back[k] == nil then
+      dev:delete()
+      return nil, ("SET_PARAMS (device %d): the running kernel ignored %s = %s: its ublk driver has no %s parameter block (added after Linux 6.12)"):format(
+        got.dev_id, k, tostring(o[k]), k == "dma_alignment" and "DMA_ALIGN" or "SEGMENT"), core.errno.EOPNOTSUPP
+    end
+  end
+  return dev
+end
+
+--- Create a device (ublk.new): see doc/api.md for every option.
+-- @tparam table opts
+-- @return device | nil, message, errno
+function M.new(opts)
+  local c, msg, errno = control.get()
+  local o, tgt, terrno = M.check(opts) -- misuse raises, whatever the kernel
+  if not o then return nil, tgt, terrno end
+  if not c then return nil, msg, errno end
+  local dev = I.new(c)
+  local made, why, errno2 = with_signals_held(dev, create, dev, o, tgt)
+  return made, why, errno2 -- not a tail call: a traceback shows ublk.new
+end
+
+--- GET_DEV_INFO2, decoded: { id, state, queues, depth, max_io, flags, owner_uid, owner_gid, pid, ... }
+function Device:info()
+  local id = owned(self)
+  return M.info(id)
+end
+
+-- Feature flags the kernel sets by itself: dev:params() leaves them out, so its flags are the ones
+-- to ask for again.
+local implied = { cmd_ioctl_encode = true, uring_cmd_comp_in_task = true, per_io_daemon = true,
+  buf_reg_off_daemon = true, safe_stop_dev = true }
+
+--- GET_PARAMS, decoded into the keys `ublk.new` takes.
+-- @return params | nil, msg, errno
+function Device:params()
+  local id = owned(self)
+  local size = core.layout("params").size
+  local res, out, errno = command("GET_PARAMS", { dev_id = id, buf = string.pack("<I4", size), len = size })
+  if not res then return nil, out, errno end
+  local info, msg, errno2 = M.info(id)
+  if not info then return nil, msg, errno2 end
+  local o = params.decode(out, info)
+  o.flags = {}
+  for _, n in ipairs(info.flags) do if not implied[n] then o.flags[#o.flags + 1] = n end end
+  return o
+end
+
+--- GET_QUEUE_AFFINITY: the CPUs queue `q` is meant to run on.
+-- @return { cpu, ... } | nil, msg, errno
+function Device:queue_affinity(q)
+  local id, data = owned(self)
+  local queues = data.options.queues
+  if math.type(q) ~= "integer" or q < 0 or q >= queues then
+    error(("queue_affinity: q = %s: must be an integer from 0 to %d"):format(tostring(q), queues - 1), 2)
+  end
+  local len = 512 -- 4096 CPUs
+  local res, out, errno = command("GET_QUEUE_AFFINITY", { dev_id = id, data = q, len = len })
+  if not res then return nil, out, errno end
+  local cpus = {}
+  for i = 0, len - 1 do
+    local b = out:byte(i + 1)
+    if b ~= 0 then
+      for bit = 0, 7 do if b & (1 << bit) ~= 0 then cpus[#cpus + 1] = i * 8 + bit end end
+    end
+  end
+  return cpus
+end
+
+-- Poll `ready()` every 10 ms for up to `seconds`: true once it holds.
+local function wait_until(seconds, ready)
+  local deadline = core.monotonic() + seconds
+  repeat
+    if ready() then return true end
+    core.sleep(0.01)
+  until core.monotonic() > deadline
+  return false
+end
+
+-- a file that opens (and is closed again)
+local function opens(path)
+  local f = io.open(path, "rb")
+  if f then f:close() end
+  return f ~= nil
+end
+
+-- While a control command for this device is with the kernel, keep serving its Lua side; after
+-- `grace` seconds (a stop), answer EIO for requests handlers still hold, so the stop can finish.
+-- nil for a device without a Lua side.
+local function idler(dev, grace)
+  local sched = I.data(dev).sched
+  if not sched then return nil end
+  local since = core.monotonic()
+  local abandoned = false
+  local fd = I.bridge_fd(dev)
+  return function(ring_fd)
+    core.poll(0.05, ring_fd, 1, fd, 1)
+    -- never raises: the grace period below must come, or a stop could wait for ever
+    local ok, err = pcall(sched.dispatch, sched, 0)
+    if not ok then sched:say("dispatching during " .. (grace and "STOP_DEV" or "START_DEV") .. ": " .. tostring(err)) end
+    if grace and not abandoned and core.monotonic() - since > grace then
+      abandoned = true
+      local n = I.abandon(dev)
+      if n > 0 then
+        sched:say(("stopping: %d requests still with handlers after %g s were answered EIO"):format(n, grace))
+      end
+    end
+  end
+end
+
+-- dev:start() once its misuse is ruled out: the queues, START_DEV, the device node.
+local function serve(self, id, data, tgt, lua_ops)
+  local o = data.options
+  local cfg = { target = tgt.target, path = tgt.path, offset = tgt.offset, direct = tgt.direct,
+    size = o.size, block_size = o.block_size, read_only = o.read_only,
+    queues = o.queues, depth = o.depth, max_io = o.max_io,
+    hooks = 0, hooks_pass = tgt.hooks ~= nil, queue_threads = lua_ops == nil or tgt.queue_threads }
+  local by_op = {}
+  for name, fn in pairs(lua_ops or {}) do
+    by_op[handler.ops[name]] = fn
+    cfg.hooks = cfg.hooks | (1 << handler.ops[name])
+  end
+  -- a stopped device started again: 7.3 serves it, 6.12 refuses its FETCH_REQs (EINVAL)
+  local function refused(msg)
+    if not data.was_served then return msg end
+    return msg .. " (it was stopped before: a kernel may refuse to serve a stopped device again, as 6.12 does; create a new one)"
+  end
+  local ok, msg, errno = I.serve(self, cfg)
+  if not ok then
+    return nil, refused(("device %d (%s target): %s"):format(id, tgt.target, control.explain_open(data.char_path, msg, errno))), errno
+  end
+  if lua_ops then
+    data.sched = handler.new(self, I, by_op, tgt.log or function(line)
+      io.stderr:write(("ublk: device %d: %s\n"):format(id, line))
+    end)
+  end
+  local affinity = {}
+  -- Queue threads of a device written in Lua stay unpinned: they only pass requests on, and one
+  -- pinned to the CPU it serves competes there with the program submitting to it (doc/design.md).
+  -- Lua-owned rings have no threads to pin.
+  if tgt.target ~= "lua" and cfg.queue_threads then
+    for q = 0, o.queues - 1 do affinity[q + 1] = self:queue_affinity(q) end
+  end
+  ok, msg, errno = I.start_queues(self, affinity)
+  if not ok then
+    I.stop_queues(self)
+    return nil, refused(("device %d: starting the queues: %s"):format(id, msg)), errno
+  end
+  local res
+  -- START_DEV may read the partition table through the queues: Lua serves meanwhile
+  res, msg, errno = command("START_DEV", { dev_id = id, data = core.getpid(), idle = idler(self) })
+  if not res then
+    I.stop_queues(self)
+    return nil, refused(msg), errno
+  end
+  data.started, data.was_served = true, true
+  -- a raw STOP_DEV for this device (ublk.control's command) serves its Lua side meanwhile
+  data.idle_for = function(name) if name == "STOP_DEV" then return idler(self, STOP_GRACE) end end
+  control.serving(id, data.idle_for)
+  -- /dev/ublkbN appears through udev after START_DEV: usable means it opens. Opening it may read
+  -- the partition table, which a device with Lua-owned rings cannot answer while this thread is in
+  -- open(): there, usable means the node exists, and Lua serves while we wait.
+  local usable = function() return opens(data.path) end
+  if data.sched then
+    usable = function() data.sched:dispatch(0) return core.exists(data.path) end
+  end
+  if not wait_until(10, usable) then
+    self:stop()
+    return nil, ("device %d: START_DEV succeeded but %s did not appear within 10 s (is devtmpfs or udev running?)"):format(id, data.path), core.errno.ENODEV
+  end
+  records.write(id, tgt.target, tgt.path)
+  return true
+end
+
+--- Start serving: the queues fetch first (their threads, or this thread for Lua-owned rings), then
+-- START_DEV (which waits for every tag to be fetched and, on 6.12, reads the partition table through
+-- the queues). Returns once dev.path is usable. Does nothing when already started.
+-- @return true | nil, msg, errno
+function Device:start()
+  local id, data = owned(self)
+  if data.started then return true end
+  local tgt = data.target
+  if not tgt then
+    error("dev:start: this device has no target: create it with target = 'null', 'ram' or 'file'", 2)
+  end
+  local lua_ops = tgt.handler or tgt.hooks
+  if data.was_served and lua_ops then
+    error(("dev:start: device %d was stopped, and a device with a handler or hooks is not served again (its Lua side ended with the stop): create a new one"):format(id), 2)
+  end
+  local ok, msg, errno = with_signals_held(self, serve, self, id, data, tgt, lua_ops)
+  return ok, msg, errno -- not a tail call: an error's traceback shows dev:start()
+end
+
+-- dev:stop(): STOP_DEV while the Lua side is served, then the queues go.
+local function stop(self, id, data)
+  local ok, msg, errno = true, nil, nil
+  if I.serving(self) > 0 or data.started then
+    local res, m, e = command("STOP_DEV", { dev_id = id, idle = idler(self, STOP_GRACE) })
+    if not res and e ~= core.errno.ENODEV then ok, msg, errno = nil, m, e end
+  end
+  I.stop_queues(self) -- answers EIO for anything Lua still holds
+  data.sched = nil -- a run() dispatching it sees that and looks up what happened
+  if data.started then records.remove(id) end
+  control.serving(id, nil)
+  data.started = false
+  return ok, msg, errno
+end
+
+--- Stop serving: STOP_DEV (requests in flight are still served; new ones fail), then the queues
+-- end (their threads, if any, are joined). The device stays until `delete`/`close`. Does nothing
+-- when not started.
+-- @return true | nil, msg, errno
+function Device:stop()
+  local id, data = owned(self)
+  local ok, msg, errno = with_signals_held(self, stop, self, id, data)
+  return ok, msg, errno -- not a tail call: an error's traceback shows dev:stop()
+end
+
+-- The signal that ended a run, by name.
+local function signal_name(signo)
+  return signo == core.SIGINT and "SIGINT" or signo == core.SIGTERM and "SIGTERM"
+    or signo == core.SIGHUP and "SIGHUP" or tostring(signo)
+end
+
+--- Serve until `dev:stop()`, `ublk del`, SIGINT, SIGTERM or SIGHUP; then stop and delete the device.
+-- Starts the device first when `dev:start()` was not called.
+-- @param[opt] catcher a signal catcher (`ublk.core.catch_signals`) of SIGINT, SIGTERM and SIGHUP that
+--   the program made before the device, so that a signal while it was made ends the run at once;
+--   run() closes it. Without it, run() catches them itself.
+-- @return true, reason ("signal SIGINT", "signal SIGTERM", "stopped"), id (of the device, now deleted)
+--   | nil, msg, errno
+function Device:run(catcher)
+  local id, data = owned(self)
+  catcher = catcher or assert(core.catch_signals { core.SIGINT, core.SIGTERM, core.SIGHUP })
+  local _ <close> = catcher
+  if not data.started then
+    local ok, msg, errno = self:start()
+    if not ok then self:delete() return nil, msg, errno end
+  end
+  local reason
+  local sched, ended_fd = data.sched, I.ended_fd(self)
+  if sched then
+    -- one wait for everything: the handlers' work, a signal, the device's end (its dispatches wake
+    -- on all three; only the last two need the check below)
+    assert(sched:alarm_on(catcher:fd()))
+    assert(sched:alarm_on(assert(ended_fd)))
+  end
+  repeat
+    local what, signo
+    if sched then
+      sched.alarm = false
+      sched:dispatch(-1)
+      -- a signal or the device's end (the alarms), or a handler that stopped or deleted the device
+      -- (its scheduler is gone): only then ask what happened, not after every batch
+      if sched.alarm or data.sched ~= sched then what, signo = I.wait(self, 0, catcher:fd()) end
+    else
+      what, signo = I.wait(self, -1, catcher:fd())
+    end
+    if what == "signal" then
+      reason = "signal " .. signal_name(signo)
+    elseif what == "ended" then
+      reason = "stopped"
+    end
+  until reason or (not sched or sched.alarm or data.sched ~= sched) and not I.owned(self)
+  if sched then sched:alarms_off() end -- the stop's own dispatches must not wake for these (a second Ctrl-C)
+  local ok, msg, errno = self:delete()
+  if not ok then return nil, msg, errno end
+  return true, reason or "stopped", id
+end
+
+--- Counters of the data plane: { queues = { {requests, wakeups, submits, errors, cmd_error}, ... },
+-- memory, lua } (memory: bytes the ram target holds; lua, for handlers and hooks: { requests, batches,
+-- errors, failures, passed, held }), or nil when not served.
+function Device:stats()
+  local _, data = owned(self)
+  local st = I.stats(self)
+  if st then st.lua = I.bridge_stats(self) end
+  if st and st.lua and data.sched then st.lua.failures = data.sched.failures end
+  return st
+end
+
+--- A descriptor that polls readable when the device's Lua side has work (new requests, a handler's
+-- timer or descriptor): for event loops (luv, cqueues), which then call `dev:dispatch()`. Only for
+-- started devices with a handler or hooks.
+function Device:fd()
+  owned(self)
+  return I.bridge_fd(self)
+end
+
+--- Handle what is ready for the device's handlers or hooks without blocking (or waiting up to
+-- `timeout` seconds for something to do): new requests, sleeps that ended, descriptors that became
+-- readable. Returns the number of new requests started.
+function Device:dispatch(timeout)
+  local _, data = owned(self)
+  if not data.sched then
+    error("dev:dispatch: this device has no handler or hooks, or is not started", 2)
+  end
+  if timeout ~= nil and (type(timeout) ~= "number" or timeout < 0) then
+    error("dev:dispatch: timeout must be a number of seconds >= 0", 2)
+  end
+  return data.sched:dispatch(timeout)
+end
+
+-- dev:delete() of a device still owned: stop it, then the delete ctrl.h chooses.
+local function delete(self, id)
+  local data = I.data(self)
+  if data.started or I.serving(self) > 0 then
+    self:stop()
+  else
+    -- a start that raised between serve and the queues' start leaves a server holding the char
+    -- device open, and a synchronous DEL_DEV would wait for it for ever: free it (nothing if none)
+    I.stop_queues(self)
+  end
+  local c = assert(control.get())
+  local res, msg, errno = command(c:delete_command(data.was_served), { dev_id = id })
+  if not res and errno ~= core.errno.ENODEV then return nil, msg, errno end
+  I.forget(self)
+  if mine[id] == self then mine[id] = nil end
+  return true
+end
+
+--- Stop serving (if served), then delete the device. Also what `close`, `__close` and `__gc` do; a
+-- second call does nothing. A served device is deleted with DEL_DEV_ASYNC where the kernel has it:
+-- a synchronous DEL_DEV would wait until every opener of dev.path (fio, a mount) lets go.
+-- @return true | nil, msg, errno
+function Device:delete()
+  local id = I.owned(self)
+  if not id then return true end
+  local ok, msg, errno = with_signals_held(self, delete, self, id)
+  return ok, msg, errno -- not a tail call: an error's traceback shows dev:delete()
+end
+Device.close = Device.delete
+
+-- Whether process pid has ended: gone, or a zombie nobody has reaped yet.
+function M.process_ended(pid)
+  local f = io.open(("/proc/%d/stat"):format(pid))
+  if not f then return true end
+  -- reaped between the open and the read: the read fails (ESRCH), and the process is gone
+  local text = f:read("a")
+  f:close()
+  return not text or text:match("^%d+ %b() (%a)") == "Z"
+end
+
+--- Every ublk device on the system, decoded like dev:info(), with the target and backing file of
+-- those whose server left a run record.
+-- @return { info, ... } | nil, msg, errno
+function M.list()
+  local c, msg, errno = control.get()
+  if not c then return nil, msg, errno end
+  local ids = {}
+  local p = io.popen("ls /sys/class/ublk-char 2>/dev/null")
+  for name in p:lines() do
+    local id = name:match("^ublkc(%d+)$")
+    if id then ids[#ids + 1] = tonumber(id) end
+  end
+  p:close()
+  table.sort(ids)
+  local out = {}
+  for _, id in ipairs(ids) do
+    local info = M.info(id)
+    if info then -- a device deleted meanwhile is simply gone
+      local r = records.read(id)
+      if r and tonumber(r.pid) == info.pid then info.target, info.backing = r.target, r.path end
+      out[#out + 1] = info
+    end
+  end
+  return out
+end
+
+--- Delete a device by id, whoever created it (ublk.delete): see doc/api.md.
+-- @return true | nil, msg, errno
+function M.delete(id, wait)
+  local own = M.served_here(id)
+  if own then return own:delete() end
+  local c, msg, errno = control.get()
+  if not c then return nil, msg, errno end
+  local function gone(seconds)
+    return wait_until(seconds, function() return not opens("/sys/class/ublk-char/ublkc" .. id) end)
+  end
+  local function exited(pid, seconds)
+    return wait_until(seconds, function() return M.process_ended(pid) end)
+  end
+  -- A live server is asked to stop (SIGTERM: it stops, then deletes the device itself); one that
+  -- does not within `wait` seconds is killed, and the device deleted here.
+  local info = M.info(id)
+  if info and info.pid > 0 and info.pid ~= core.getpid() and core.kill(info.pid, 0) then
+    core.kill(info.pid, core.SIGTERM)
+    if gone(wait or 10) and exited(info.pid, 5) then return true end
+    core.kill(info.pid, core.SIGKILL)
+    exited(info.pid, 2)
+    if gone(0) then return true end
+  end
+  local res
+  res, msg, errno = command(c:delete_command(true), { dev_id = id })
+  if not res then
+    if errno == core.errno.ENODEV and info then return true end -- its server deleted it meanwhile
+    return nil, msg, errno
+  end
+  records.remove(id)
+  return true
+end
+
+return M
