@@ -20,9 +20,16 @@ ASAN_OBJS := $(SRCS:csrc/%.c=build/asan-obj/%.o)
 
 # Debian packages the build, the specs, the VM and the demo need.
 DEB_PACKAGES := liblua5.4-dev lua5.4 liburing-dev luarocks lua-busted fio qemu-system-x86 \
-                busybox-static cpio xz-utils zstd kmod gcc make e2fsprogs util-linux nbdkit nbdkit-plugin-lua nbd-client lua-dkjson lua-luv
+                busybox-static cpio xz-utils zstd kmod gcc make e2fsprogs util-linux nbdkit nbdkit-plugin-lua nbd-client lua-dkjson lua-luv \
+                zip
 
-.PHONY: all asan deps test test-host test-kernel demo bench clean
+# The release: its version is lua/ublk/version.lua's; its rockspec is made from the scm one.
+VERSION    := $(shell $(LUA) -e 'io.write(dofile("lua/ublk/version.lua"))' 2>/dev/null)
+ROCKSPEC   := rockspec/ublk-$(VERSION)-1.rockspec
+DIST       := dist/ublk-$(VERSION).tar.gz
+ROCK       := dist/ublk-$(VERSION)-1.src.rock
+
+.PHONY: all asan deps test test-host test-kernel demo bench clean rockspec dist rock
 all: build/ublk/core.so
 asan: build/asan/ublk/core.so
 
@@ -56,8 +63,21 @@ test: deps all asan
 bench: deps all
 	@tools/bench $(if $(KERNEL),--kernel $(KERNEL),)
 
+# The release's rockspec (committed; a host spec checks it is what this makes), its tarball (every
+# file git tracks or would, under ublk-VERSION/), and the .src.rock of the two, which luarocks installs offline.
+rockspec: $(ROCKSPEC)
+$(ROCKSPEC): rockspec/ublk-scm-1.rockspec lua/ublk/version.lua tools/rockspec
+	$(LUA) tools/rockspec $(VERSION) < $< > $@.tmp && mv $@.tmp $@
+dist: $(DIST)
+$(DIST): $(ROCKSPEC) $(shell git ls-files --cached --others --exclude-standard 2>/dev/null)
+	@mkdir -p dist
+	git ls-files -z --cached --others --exclude-standard | tar --null -T - --transform 's,^,ublk-$(VERSION)/,' -czf $@.tmp && mv $@.tmp $@
+rock: $(ROCK)
+$(ROCK): $(DIST) $(ROCKSPEC)
+	rm -f $@ && cp $(ROCKSPEC) dist/ && cd dist && zip -q $(notdir $@) $(notdir $(ROCKSPEC)) $(notdir $(DIST))
+
 demo: deps all
 	@tools/demo $(if $(KERNEL),$(KERNEL),6.12)
 
 clean:
-	rm -rf build
+	rm -rf build dist

@@ -15,7 +15,8 @@ local device = require("ublk.device")
 local handler = require("ublk.handler")
 
 local M = {
-  version = "0.1.0",
+  --- The release, as in the rockspec's version ("0.2.0").
+  version = require("ublk.version"),
   --- The raw C module, for tools and specs.
   core = core,
 }

@@ -2,7 +2,9 @@ rockspec_format = "3.0"
 package = "ublk"
 version = "scm-1"
 source = {
-  url = "git+file:///dev/null", -- built from a checkout: luarocks --lua-version=5.4 make rockspec/ublk-scm-1.rockspec
+  -- built from a checkout: luarocks --lua-version=5.4 make rockspec/ublk-scm-1.rockspec
+  -- (make rockspec turns this file into the release's rockspec/ublk-VERSION-1.rockspec)
+  url = "git+file:///dev/null",
 }
 description = {
   summary = "Linux userspace block devices (ublk) from Lua 5.4",
@@ -45,6 +47,7 @@ build = {
     ["ublk.handler"] = "lua/ublk/handler.lua",
     ["ublk.device"] = "lua/ublk/device.lua",
     ["ublk.records"] = "lua/ublk/records.lua",
+    ["ublk.version"] = "lua/ublk/version.lua",
   },
   install = { bin = { ublk = "bin/ublk" } },
 }

@@ -240,13 +240,13 @@ local function serve(self, id, data, tgt, lua_ops)
     cfg.hooks = cfg.hooks | (1 << handler.ops[name])
   end
   -- a stopped device started again: 7.3 serves it, 6.12 refuses its FETCH_REQs (EINVAL)
-  local function refused(msg)
+  local function with_restart_hint(msg)
     if not data.was_served then return msg end
     return msg .. " (it was stopped before: a kernel may refuse to serve a stopped device again, as 6.12 does; create a new one)"
   end
   local ok, msg, errno = I.serve(self, cfg)
   if not ok then
-    return nil, refused(("device %d (%s target): %s"):format(id, tgt.target, control.explain_open(data.char_path, msg, errno))), errno
+    return nil, with_restart_hint(("device %d (%s target): %s"):format(id, tgt.target, control.explain_open(data.char_path, msg, errno))), errno
   end
   if lua_ops then
     data.sched = handler.new(self, I, by_op, tgt.log or function(line)
@@ -263,14 +263,14 @@ local function serve(self, id, data, tgt, lua_ops)
   ok, msg, errno = I.start_queues(self, affinity)
   if not ok then
     I.stop_queues(self)
-    return nil, refused(("device %d: starting the queues: %s"):format(id, msg)), errno
+    return nil, with_restart_hint(("device %d: starting the queues: %s"):format(id, msg)), errno
   end
   local res
   -- START_DEV may read the partition table through the queues: Lua serves meanwhile
   res, msg, errno = command("START_DEV", { dev_id = id, data = core.getpid(), idle = idler(self) })
   if not res then
     I.stop_queues(self)
-    return nil, refused(msg), errno
+    return nil, with_restart_hint(msg), errno
   end
   data.started, data.was_served = true, true
   -- a raw STOP_DEV for this device (ublk.control's command) serves its Lua side meanwhile
