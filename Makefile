@@ -21,7 +21,7 @@ ASAN_OBJS := $(SRCS:csrc/%.c=build/asan-obj/%.o)
 # Debian packages the build, the specs, the VM and the demo need.
 DEB_PACKAGES := liblua5.4-dev lua5.4 liburing-dev luarocks lua-busted fio qemu-system-x86 \
                 busybox-static cpio xz-utils zstd kmod gcc make e2fsprogs util-linux nbdkit nbdkit-plugin-lua nbd-client lua-dkjson lua-luv \
-                zip
+                zip lua-ldoc lua-markdown lua-check chromium
 
 # The release: its version is lua/ublk/version.lua's; its rockspec is made from the scm one.
 VERSION    := $(shell $(LUA) -e 'io.write(dofile("lua/ublk/version.lua"))' 2>/dev/null)
@@ -29,7 +29,7 @@ ROCKSPEC   := rockspec/ublk-$(VERSION)-1.rockspec
 DIST       := dist/ublk-$(VERSION).tar.gz
 ROCK       := dist/ublk-$(VERSION)-1.src.rock
 
-.PHONY: all asan deps test test-host test-kernel demo bench clean rockspec dist rock
+.PHONY: all asan deps test test-host test-kernel demo bench clean rockspec dist rock doc lint
 all: build/ublk/core.so
 asan: build/asan/ublk/core.so
 
@@ -55,9 +55,17 @@ deps:
 	  (apt-get update -q || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
 	fi
 
-# Every spec: host specs with the ASan build, then the kernel specs natively or in the VM per kernel.
+# Every spec: luacheck, host specs with the ASan build, then the kernel specs natively or in the VM per kernel.
 test: deps all asan
 	@tools/test-all $(if $(KERNEL),$(KERNEL),$(KERNELS))
+
+# The API reference (LDoc, config.ld): build/doc/index.html.
+doc:
+	@rm -rf build/doc && ldoc . >/dev/null && echo "make doc: build/doc/index.html"
+
+# luacheck (.luacheckrc) over every Lua file of ours.
+lint:
+	@luacheck -q .
 
 # fio in the VM on each kernel: our targets beside null_blk, brd, loop and nbdkit (a table, and JSON in build/)
 bench: deps all

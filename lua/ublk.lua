@@ -24,17 +24,20 @@ local M = {
 --- Create a device (ADD_DEV, then SET_PARAMS). With a `target` ('null', 'ram', 'file', optionally
 -- with `hooks`) or a `handler` table (a device written in Lua) it can then be served:
 -- `dev:start()`, `dev:run()`. doc/api.md lists every option.
+-- @function new
 -- @tparam table opts
 -- @return device | nil, message, errno
 M.new = device.new
 
 --- Check options as `ublk.new` does, without creating anything (for tools that fork first).
 -- Raises on bad input; returns nil, msg, errno when the OS refuses (e.g. a missing backing file).
+-- @function check
 -- @tparam table opts
 -- @return options, target | nil, msg, errno
 M.check = device.check
 
 --- Every ublk device on the system, decoded like dev:info().
+-- @function list
 -- @return { info, ... } | nil, msg, errno
 M.list = device.list
 
@@ -51,6 +54,7 @@ function M.delete(id, wait)
 end
 
 --- The kernel's ublk features (GET_FEATURES).
+-- @function features
 -- @return { mask = n, names = {...}, ioctl_encode = bool, legacy_opcodes = bool } | nil, msg, errno
 M.features = control.features
 

@@ -1,12 +1,18 @@
-/*
- * What a handler sees (request.h): the request, a ublk.request userdata whose fields (op, offset,
- * length, buf, flags, fua, queue, tag, received) and methods come from __index. Its buffer,
- * req.buf, is the same object seen as a view of the request's own buffer in the queue's memory
- * (buf:read, buf:write, buf:fill, #buf), valid until the request is answered.
+/***
+ * What a handler gets: the request (a `ublk.request` userdata) and its buffer, `req.buf`.
  *
- * One object per request, not a table and a buffer: making it costs one allocation and four API
- * calls, which was most of what a request cost the Lua thread beyond its handler.
+ * Its fields, read-only, and still readable once it is answered: `op` ("read", "write", "flush",
+ * "discard", "write_zeroes"), `offset` and `length` in bytes, `buf`, `flags` (the kernel's
+ * UBLK_IO_F_*), `fua`, `queue`, `tag`, `received` (when the server got it, on `ublk.now()`'s clock).
+ *
+ * `req.buf` is the request itself seen as a view of the request's own buffer in the queue's memory,
+ * not a copy (`#buf` is its length; 0 for flush, discard and write-zeroes). It is valid until the
+ * request is answered; then its methods raise "the request was already answered: its buffer is gone".
+ * @module ublk.request
  */
+
+/* One object per request, not a table and a buffer: making it costs one allocation and four API
+ * calls, which was most of what a request cost the Lua thread beyond its handler. */
 #include <errno.h>
 #include <lauxlib.h>
 #include <lua.h>
@@ -185,7 +191,12 @@ int ublk_request_answer(lua_State *L, struct request_handle *v, int first, int n
 	return ret;
 }
 
-/** req:done(...) -- answer the request now, with what a handler would return. Raises if already answered. */
+/***
+ * Answer the request now, with what a handler would return (doc/api.md, "What a handler returns").
+ * Raises if it was answered already.
+ * @function req:done
+ * @param ... nothing, true, a byte count, a string (reads), or nil and an errno name or number
+ */
 static int l_request_done(lua_State *L)
 {
 	struct request_handle *v = check_request(L, "req:done");
@@ -208,7 +219,12 @@ static int l_request_fail(lua_State *L)
 	return 0;
 }
 
-/** req:defer() -> req: the handler's return no longer answers it; req:done(...) will. */
+/***
+ * Keep the request past its handler: the handler's return no longer answers it; `req:done(...)` will.
+ * Raises if it was answered already.
+ * @function req:defer
+ * @return req
+ */
 static int l_request_defer(lua_State *L)
 {
 	struct request_handle *v = check_request(L, "req:defer");
@@ -220,7 +236,11 @@ static int l_request_defer(lua_State *L)
 	return 1;
 }
 
-/** req:answered() -> whether the request was answered (its buffer is then gone) */
+/***
+ * Whether the request was answered (its buffer is then gone).
+ * @function req:answered
+ * @treturn boolean
+ */
 static int l_request_answered(lua_State *L)
 {
 	lua_pushboolean(L, !request_live(check_request(L, "req:answered")));
@@ -311,7 +331,13 @@ static size_t check_range(lua_State *L, const struct request_handle *v, lua_Inte
 	return (size_t)off;
 }
 
-/** buf:read([offset = 0 [, length = #buf - offset]]) -> string */
+/***
+ * Bytes of the buffer, as a string. Ranges are checked.
+ * @function buf:read
+ * @tparam[opt=0] integer offset
+ * @tparam[opt] integer length (default: to the end)
+ * @treturn string
+ */
 static int l_buffer_read(lua_State *L)
 {
 	struct request_handle *v = check_buffer(L, "buf:read");
@@ -323,7 +349,15 @@ static int l_buffer_read(lua_State *L)
 	return 1;
 }
 
-/** buf:write(offset, string [, i [, j]]) -> bytes written: string:sub(i, j) goes in at offset */
+/***
+ * Put `string:sub(i, j)` into the buffer at `offset`. Ranges are checked.
+ * @function buf:write
+ * @tparam integer offset
+ * @tparam string string
+ * @tparam[opt=1] integer i
+ * @tparam[opt] integer j (default: the string's end)
+ * @treturn integer bytes written
+ */
 static int l_buffer_write(lua_State *L)
 {
 	lua_Integer off = luaL_checkinteger(L, 2);
@@ -348,7 +382,13 @@ static int l_buffer_write(lua_State *L)
 	return 1;
 }
 
-/** buf:fill(byte [, offset = 0 [, length]]) */
+/***
+ * Set bytes of the buffer to `byte`. Ranges are checked.
+ * @function buf:fill
+ * @tparam integer byte 0 to 255
+ * @tparam[opt=0] integer offset
+ * @tparam[opt] integer length (default: to the end)
+ */
 static int l_buffer_fill(lua_State *L)
 {
 	struct request_handle *v = check_buffer(L, "buf:fill");

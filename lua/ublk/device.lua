@@ -304,7 +304,8 @@ function Device:start()
   end
   local lua_ops = tgt.handler or tgt.hooks
   if data.was_served and lua_ops then
-    error(("dev:start: device %d was stopped, and a device with a handler or hooks is not served again (its Lua side ended with the stop): create a new one"):format(id), 2)
+    error(("dev:start: device %d was stopped, and a device with a handler or hooks is not served again (its " ..
+      "Lua side ended with the stop): create a new one"):format(id), 2)
   end
   local ok, msg, errno = with_signals_held(self, serve, self, id, data, tgt, lua_ops)
   return ok, msg, errno -- not a tail call: an error's traceback shows dev:start()
@@ -448,9 +449,11 @@ function Device:delete()
   local ok, msg, errno = with_signals_held(self, delete, self, id)
   return ok, msg, errno -- not a tail call: an error's traceback shows dev:delete()
 end
+--- The same as `dev:delete()`, under the name files have (liolib's `close`).
+-- @function Device:close
 Device.close = Device.delete
 
--- Whether process pid has ended: gone, or a zombie nobody has reaped yet.
+--- Whether process pid has ended: gone, or a zombie nobody has reaped yet (what ublk.delete waits for).
 function M.process_ended(pid)
   local f = io.open(("/proc/%d/stat"):format(pid))
   if not f then return true end
