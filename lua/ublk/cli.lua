@@ -344,7 +344,7 @@ function commands.add(ublk, opts, a)
   os.exit(done and 0 or 1)
 end
 
-function commands.decode(ublk, args)
+function commands.decode(_, args)
   local kind = args[1]
   if not kind then return misuse("decode: name a kind (sqe, ctrl-cmd, dev-info, params) and the hex bytes") end
   local hex = table.concat(args, " ", 2)

@@ -152,7 +152,8 @@ function M.dev_info(bytes)
       v.max_io_buf_bytes, v.max_io_buf_bytes - v.max_io_buf_bytes % C.PAGE_SIZE)
   end
   if v.flags == 0 and v.ublksrv_flags ~= 0 then
-    warn(t, "flags (offset 24) is 0 but ublksrv_flags (offset 32) is %s (%s): the kernel reads device flags at offset 24 only; a struct laid out differently put them in ublksrv_flags",
+    warn(t, "flags (offset 24) is 0 but ublksrv_flags (offset 32) is %s (%s): the kernel reads device flags " ..
+      "at offset 24 only; a struct laid out differently put them in ublksrv_flags",
       hex(v.ublksrv_flags), flags_note(v.ublksrv_flags))
   end
   local unknown = v.flags >> 21

@@ -34,7 +34,8 @@ local common = {
     return { ("there is no ublk device %s (ublk list shows the ones that exist)"):format(tostring(c.dev_id)) }
   end,
   EOPNOTSUPP = function(c)
-    return { ("the running kernel does not know %s (it is newer than this kernel's ublk driver, or the legacy opcodes are disabled by CONFIG_BLKDEV_UBLK_LEGACY_OPCODES=n)"):format(c.command) }
+    return { ("the running kernel does not know %s (it is newer than this kernel's ublk driver, or the " ..
+      "legacy opcodes are disabled by CONFIG_BLKDEV_UBLK_LEGACY_OPCODES=n)"):format(c.command) }
   end,
   EFAULT = function() return { "the kernel could not read or write our buffer (a bad address: a bug in lua-ublk)" } end,
   EINTR = function() return { "a signal arrived while the kernel was waiting" } end,
@@ -68,7 +69,8 @@ checks.ADD_DEV = {
     return lines
   end,
   EEXIST = function(c)
-    return { ("device id %s is already taken (or still being deleted): choose another id, or leave id = nil to let the kernel pick one"):format(tostring(c.dev_id)) }
+    return { ("device id %s is already taken (or still being deleted): choose another id, or leave id = nil " ..
+      "to let the kernel pick one"):format(tostring(c.dev_id)) }
   end,
   ENOSPC = function() return { "every device number (2^20) is in use" } end,
   EACCES = function()
@@ -77,7 +79,8 @@ checks.ADD_DEV = {
     return { ("the limit on unprivileged devices (ublk_drv's ublks_max = %s) is reached"):format(n or "?") }
   end,
   EPERM = function()
-    return { "without CAP_SYS_ADMIN the kernel only creates unprivileged devices (flag unprivileged_dev), and /dev/ublk-control must be opened by the user: run as root" }
+    return { "without CAP_SYS_ADMIN the kernel only creates unprivileged devices (flag unprivileged_dev), " ..
+      "and /dev/ublk-control must be opened by the user: run as root" }
   end,
 }
 
@@ -109,7 +112,8 @@ checks.GET_PARAMS = {
 
 checks.GET_QUEUE_AFFINITY = {
   EINVAL = function(c)
-    return { ("the queue number (data[0] = %s) must be below the device's queue count, and the buffer a multiple of 8 bytes covering every CPU"):format(tostring(c.header and c.header.data)) }
+    return { ("the queue number (data[0] = %s) must be below the device's queue count, and the buffer a " ..
+      "multiple of 8 bytes covering every CPU"):format(tostring(c.header and c.header.data)) }
   end,
 }
 

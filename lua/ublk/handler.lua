@@ -4,10 +4,11 @@
 -- One scheduler per device; all of it runs on the Lua thread that owns the device, never on a queue
 -- thread.
 --
--- The request path is in C (csrc/lua/dispatch.c, given as `I` by ublk.device): a pooled coroutine (a runner) calls the handlers of a whole
--- batch one after another, so a handler that returns without waiting costs a protected call and no
--- Lua code of ours. A handler that waits keeps its runner; it comes back here, to be woken by the
--- device's timer or a descriptor and resumed until it returns (the runner then answers it and ends).
+-- The request path is in C (csrc/lua/dispatch.c, given as `I` by ublk.device): a pooled coroutine
+-- (a runner) calls the handlers of a whole batch one after another, so a handler that returns
+-- without waiting costs a protected call and no Lua code of ours. A handler that waits keeps its
+-- runner; it comes back here, to be woken by the device's timer or a descriptor and resumed until
+-- it returns (the runner then answers it and ends).
 -- @module ublk.handler
 local core = require("ublk.core")
 

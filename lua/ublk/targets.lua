@@ -15,7 +15,8 @@ M.keys = {
   { "handler", "a table of Lua functions by op (read, write, flush, discard, write_zeroes): the device is written in Lua" },
   { "hooks", "a table of Lua functions by op on a C target: those ops go to Lua first" },
   { "log", "a function(line) for handler failures (default: stderr)" },
-  { "queue_threads", "handler or hooks: true gives each queue a thread of its own (the C work runs there, the Lua work is handed to the Lua thread); default false: Lua-owned rings (the Lua thread serves every queue's ring itself)" },
+  { "queue_threads", "handler or hooks: true gives each queue a thread of its own (the C work runs there, " ..
+    "the Lua work is handed to the Lua thread); default false: Lua-owned rings (the Lua thread serves every queue's ring itself)" },
 }
 local own = {}
 --- The names of M.keys, for the message about an unknown option (params.check).
@@ -54,7 +55,8 @@ function M.prepare(opts)
   end
   if tgt.handler ~= nil then return M.prepare_handler(dev, tgt) end
   if tgt.queue_threads ~= nil and tgt.hooks == nil then
-    fail("queue_threads", tgt.queue_threads, "only a device with Lua in its path (handler = {...} or hooks = {...}) takes it: C targets without hooks always have queue threads")
+    fail("queue_threads", tgt.queue_threads, "only a device with Lua in its path (handler = {...} or hooks " ..
+      "= {...}) takes it: C targets without hooks always have queue threads")
   end
   local name = tgt.target
   if tgt.hooks ~= nil then

@@ -18,7 +18,8 @@ describe("error explanations", function()
 
   it("names the taken id on -EEXIST", function()
     local msg = errors.explain({ command = "ADD_DEV", dev_id = 7 }, E.EEXIST)
-    assert.are.equal("ADD_DEV (device 7) failed: File exists (-EEXIST, errno 17): device id 7 is already taken (or still being deleted): choose another id, or leave id = nil to let the kernel pick one", msg)
+    assert.are.equal("ADD_DEV (device 7) failed: File exists (-EEXIST, errno 17): device id 7 is already " ..
+      "taken (or still being deleted): choose another id, or leave id = nil to let the kernel pick one", msg)
   end)
 
   it("names the missing device on -ENODEV", function()

@@ -31,7 +31,8 @@ describe("ublk.new options", function()
     { { size = 2^20, chunk_size = 1000 }, "ublk.new: chunk_size = 1000: must be 0 or a power of two from block_size to 1 TiB" },
     { { size = 2^20, dma_alignment = 3 }, "ublk.new: dma_alignment = 3: must be a power of two from 1 to 2 KiB (below the page size)" },
     { { size = 2^20, seg_boundary = 1024 }, "ublk.new: seg_boundary = 1024: must be a power of two of at least 4096 bytes" },
-    { { size = 2^20, virt_boundary = 4096, max_segments = 8 }, "ublk.new: virt_boundary = 4096: cannot be combined with seg_boundary/max_segment_size/max_segments" },
+    { { size = 2^20, virt_boundary = 4096, max_segments = 8 }, "ublk.new: virt_boundary = 4096: cannot be " ..
+      "combined with seg_boundary/max_segment_size/max_segments" },
     { { size = 2^20, flags = { "warp_drive" } }, "ublk.new: flags = warp_drive: is not a ublk feature (see `ublk features`)" },
     { { size = "lots" }, "ublk.new: size = lots: expected a whole number of bytes ('lots' is not a size (examples: 4096, 512K, 64M, 1G))" },
     { { size = 2^20, colour = "blue" }, "ublk.new: unknown option 'colour' (known: " },

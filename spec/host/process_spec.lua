@@ -17,20 +17,34 @@ describe("a server's end, as ublk.delete waits for it", function()
   end)
 
   it("is seen in a zombie nobody has reaped yet", function()
-    -- the shell's background child ends at once; `sleep`, which the shell becomes, never reaps it
-    local p = assert(io.popen("sh -c 'true & echo $!; exec sleep 1'"))
-    local pid = assert(tonumber(p:read("l")))
+    -- the shell's background child ends once told to, when the shell has become `sleep`, which
+    -- never reaps it (a shell that is still a shell may reap it first)
+    local go = os.tmpname()
+    os.remove(go)
+    local p = assert(io.popen(("exec sh -c '(while [ ! -e %s ]; do sleep 0.01; done) & echo $! $$; exec sleep 60'"):format(go)))
+    local pid, parent = p:read("n", "n")
+    local function comm(of)
+      local f = io.open(("/proc/%d/comm"):format(of))
+      local name = f and f:read("l")
+      if f then f:close() end
+      return name
+    end
+    local deadline = core.monotonic() + 20
+    while comm(parent) ~= "sleep" and core.monotonic() < deadline do core.sleep(0.01) end
+    assert.are.equal("sleep", comm(parent))
+    assert(io.open(go, "w")):close()
     local state
-    for _ = 1, 50 do
+    repeat
       local stat = io.open(("/proc/%d/stat"):format(pid))
       state = stat and stat:read("a"):match("^%d+ %b() (%a)")
       if stat then stat:close() end
-      if state == "Z" then break end
-      core.sleep(0.01)
-    end
-    assert.are.equal("Z", state)
+      if state ~= "Z" then core.sleep(0.01) end
+    until state == "Z" or core.monotonic() > deadline
+    assert.are.equal("Z", state, "the child never became a zombie")
     assert.is_true(ended(pid))
+    core.kill(parent, core.SIGTERM) -- the sleep; its zombie child goes with it
     p:close()
+    os.remove(go)
   end)
 
   it("is seen when the process is reaped between the open of its stat and the read", function()

@@ -15,7 +15,9 @@ local version = dofile("lua/ublk/version.lua")
 -- What a tree the rock was installed into gives: require("ublk") from it alone, its `ublk`
 -- command, and `ublk doctor` (which runs here, with no ublk driver, and says so).
 local function works_from(tree)
-  local code, out, err = run.plain(("cd / && lua5.4 -e 'package.path=\"%s/share/lua/5.4/?.lua\" package.cpath=\"%s/lib/lua/5.4/?.so\" local u=require(\"ublk\") print(u.version, package.searchpath(\"ublk.core\", package.cpath))'"):format(tree, tree))
+  local script = 'local u = require("ublk") print(u.version, package.searchpath("ublk.core", package.cpath))'
+  local code, out, err = run.plain(("cd / && LUA_PATH='%s/share/lua/5.4/?.lua' LUA_CPATH='%s/lib/lua/5.4/?.so' lua5.4 -e %s")
+    :format(tree, tree, run.quote(script)))
   assert.are.equal(0, code, err)
   assert.matches("^" .. version:gsub("%p", "%%%0") .. "\t" .. tree:gsub("%p", "%%%0") .. "/lib/lua/5%.4/ublk/core%.so", out)
   code, out, err = run.plain(("cd / && %s/bin/ublk decode dev-info %s"):format(tree, string.rep("00", 64)))

@@ -140,7 +140,8 @@ describe("handler and hooks options", function()
     refused({ size = 4096, handler = { read = f }, queue_threads = 1 }, "ublk.new: queue_threads = 1: must be true or false")
     refused({ size = 4096, target = "null", hooks = { read = f }, queue_threads = "no" }, "ublk.new: queue_threads = no: must be true or false")
     refused({ size = 4096, target = "null", queue_threads = false },
-      "ublk.new: queue_threads = false: only a device with Lua in its path (handler = {...} or hooks = {...}) takes it: C targets without hooks always have queue threads")
+      "ublk.new: queue_threads = false: only a device with Lua in its path (handler = {...} or hooks = " ..
+        "{...}) takes it: C targets without hooks always have queue threads")
   end)
 
   it("serve a handler device from the Lua thread unless queue_threads = true", function()

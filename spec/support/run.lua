@@ -32,7 +32,7 @@ end
 
 function M.run(cmd)
   local out, err = os.tmpname(), os.tmpname()
-  local ok, how, code = os.execute(("(%s) </dev/null >%s 2>%s"):format(cmd, out, err))
+  local _, how, code = os.execute(("(%s) </dev/null >%s 2>%s"):format(cmd, out, err))
   local o, e = M.slurp(out) or "", M.slurp(err) or ""
   os.remove(out); os.remove(err)
   if how == "exit" then return code, o, e end

@@ -16,7 +16,7 @@ local writes = 0
 
 local dev <close> = assert(ublk.new {
   target = "file", path = path, queues = queues, depth = depth,
-  hooks = { write = function(req) writes = writes + 1 end }, -- nothing returned: on to the C target
+  hooks = { write = function() writes = writes + 1 end }, -- nothing returned: on to the C target
 })
 assert(dev:start())
 io.stdout:setvbuf("line")
