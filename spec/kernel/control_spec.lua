@@ -196,10 +196,22 @@ describe("ublk control plane on the real driver", function()
   end)
 
   it("runs `ublk doctor` and `ublk features` with exit status 0", function()
+    local dev = assert(ublk.new { size = 2^20 }) -- root's: counted in all, not against ublks_max
     local code, out = run.ublk("doctor")
+    assert(dev:delete())
     assert.are.equal(0, code, out)
     assert.matches("ok%s+module%s+ublk_drv is loaded", out)
     assert.matches("ok%s+features%s+GET_FEATURES = 0x", out)
+    -- both Debian kernels carry 80bdfbb3545b (6.12 since 6.12.31): ublks_max counts unprivileged devices only
+    assert.matches("ok%s+device limit%s+ublks_max = 64 limits unprivileged devices only %([^\n]*%): 0 of 64 exist %(ublk devices in all: 1%)", out)
+    assert.matches("ok%s+ADD_DEV bug%s+Linux [^\n]* is not a release known to break ADD_DEV", out)
+    assert.matches("ok%s+mount namespace%s+this process %(mnt:%[%d+%]%) shares the mount namespace of PID 1", out)
+    if kernel.series == "6.12" then
+      assert.matches("ok%s+restart%s+warning: Linux 6%.12[^\n]*: a stopped device cannot be started again", out)
+    end
+    if kernel.series == "7.3" then
+      assert.matches("ok%s+restart%s+Linux 7%.3[^\n]*: a stopped device can be started again", out)
+    end
     code, out = run.ublk("features")
     assert.are.equal(0, code)
     assert.matches("cmd_ioctl_encode", out)
