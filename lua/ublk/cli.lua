@@ -26,10 +26,15 @@ local HELP = {
   doctor = [[
 usage: ublk doctor
 
-Checks the kernel version, the ublk_drv module, /dev/ublk-control, the io_uring_disabled sysctl,
-128-byte SQEs and IORING_OP_URING_CMD, GET_FEATURES, legacy opcodes, unprivileged support and the
-device limits. One line per check: ok or FAIL, then what was found and the fix.
-Exit status 0 when ublk devices can be created here, 1 otherwise.
+Checks the kernel version, releases known to break ADD_DEV (stable 6.18.4 and 6.18.5), the
+ublk_drv module, /dev/ublk-control, kernel.io_uring_disabled and kernel.io_uring_group (may this
+process use io_uring?), 128-byte SQEs and IORING_OP_URING_CMD, GET_FEATURES, legacy opcodes, the
+device limits and ublks_max (what it counts, how many exist), unprivileged support and the udev
+rules it needs, whether a stopped device can be started again, and whether this process shares
+udev's mount namespace (so that /dev/ublkbN appears in its /dev). One line per check: ok or FAIL,
+then what was found and the fix; a warning (what to watch, not a failure) is an ok line whose text
+begins with "warning:".
+Exit status 0 when ublk devices can be created here (warnings allowed), 1 otherwise.
 ]],
   features = [[
 usage: ublk features [--json]
