@@ -156,7 +156,8 @@ local function io_uring_check(p, id)
   local name = gid >= 0 and group_name(p, gid)
   local group = gid < 0 and "kernel.io_uring_group = -1, no group"
     or ("kernel.io_uring_group = %d%s"):format(gid, name and (" (" .. name .. ")") or "")
-  local head = ("kernel.io_uring_disabled = 1: only CAP_SYS_ADMIN and members of kernel.io_uring_group may use io_uring (%s); this process (%s) "):format(group, who(id))
+  local head = ("kernel.io_uring_disabled = 1: only CAP_SYS_ADMIN and members of kernel.io_uring_group may use io_uring "
+    .. "(%s); this process (%s) "):format(group, who(id))
   if id.admin then return "ok", head .. "may: it has CAP_SYS_ADMIN" end
   if gid >= 0 and in_group(id, gid) then return "ok", head .. ("may: it is in group %d"):format(gid) end
   local fix = gid >= 0
@@ -196,7 +197,8 @@ local function device_limit_check(p, ublk, ctl, mod, v, id)
     return "ok", ("ublk_drv has no ublks_max parameter: devices are limited only by their 1048576 ids (%d exist)"):format(total)
   end
   local scope, why = ublks_max_scope(p, v)
-  local fix = ("delete some (ublk list, ublk del ID), or raise the limit as root: echo %d > /sys/module/ublk_drv/parameters/ublks_max"):format(math.max(2 * max, 64))
+  local fix = ("delete some (ublk list, ublk del ID), or raise the limit as root: "
+    .. "echo %d > /sys/module/ublk_drv/parameters/ublks_max"):format(math.max(2 * max, 64))
   local near = math.max(1, max // 10)
   if scope == "all" then
     local head = ("ublks_max = %d limits every ublk device, root's too (%s): %d of %d exist"):format(max, why, total, max)
@@ -214,11 +216,13 @@ local function device_limit_check(p, ublk, ctl, mod, v, id)
     end
   end
   local counted = unpriv or total
-  local head = ("ublks_max = %d limits unprivileged devices only (UBLK_F_UNPRIVILEGED_DEV, created without CAP_SYS_ADMIN; %s): %s of %d exist (ublk devices in all: %d); devices created with CAP_SYS_ADMIN do not count"):format(
+  local head = ("ublks_max = %d limits unprivileged devices only (UBLK_F_UNPRIVILEGED_DEV, created without CAP_SYS_ADMIN; "
+    .. "%s): %s of %d exist (ublk devices in all: %d); devices created with CAP_SYS_ADMIN do not count"):format(
     max, why, unpriv and tostring(unpriv) or ("at most " .. total), max, total)
   if counted < max - near then return "ok", head end
   if unpriv == nil then
-    return "warn", head .. "; which of them are unprivileged could not be read (GET_DEV_INFO), and an unprivileged ADD_DEV fails with EACCES once " .. max .. " are: " .. fix
+    return "warn", head .. "; which of them are unprivileged could not be read (GET_DEV_INFO), "
+      .. "and an unprivileged ADD_DEV fails with EACCES once " .. max .. " are: " .. fix
   end
   local full = counted >= max
   if id.admin then
@@ -243,10 +247,16 @@ local function add_dev_bug_check(p, release, v)
   local sig = p.read("/proc/version_signature") or ""
   local ubuntu = sig:match("^Ubuntu") or (p.read("/proc/version") or ""):find("Ubuntu", 1, true)
   if v[1] == 6 and v[2] == 18 and (v[3] == 4 or v[3] == 5) then
-    return "fail", ("Linux %s: stable 6.18.4 and 6.18.5 took 529d4d632788 (ublk: NUMA-aware memory allocation) without its prerequisite 011af85ccd87 (reorder tag_set initialization before queue allocation): the first ADD_DEV oopses on a NULL pointer in ublk_init_queues and later control commands hang until a reboot; unless this build carries 011af85ccd87, boot 6.18.6 or later (it has the fix) or 6.18.3 or earlier"):format(release)
+    return "fail", ("Linux %s: stable 6.18.4 and 6.18.5 took 529d4d632788 (ublk: NUMA-aware memory allocation) "
+      .. "without its prerequisite 011af85ccd87 (reorder tag_set initialization before queue allocation): "
+      .. "the first ADD_DEV oopses on a NULL pointer in ublk_init_queues and later control commands hang until a reboot; "
+      .. "unless this build carries 011af85ccd87, boot 6.18.6 or later (it has the fix) or 6.18.3 or earlier"):format(release)
   end
   if ubuntu and v[1] == 6 and v[2] == 17 then
-    return "warn", ("%s: some Ubuntu 6.17 builds are reported to have taken 529d4d632788 (ublk: NUMA-aware memory allocation) without 011af85ccd87 (ublk: reorder tag_set initialization before queue allocation), so that ADD_DEV oopses; which builds is not verified here (Ubuntu's changelogs are not in the kernel's history): this one is affected if `apt changelog linux-image-%s` lists the first and not the second"):format(
+    return "warn", ("%s: some Ubuntu 6.17 builds are reported to have taken 529d4d632788 (ublk: NUMA-aware memory allocation) "
+      .. "without 011af85ccd87 (ublk: reorder tag_set initialization before queue allocation), so that ADD_DEV oopses; "
+      .. "which builds is not verified here (Ubuntu's changelogs are not in the kernel's history): "
+      .. "this one is affected if `apt changelog linux-image-%s` lists the first and not the second"):format(
       sig ~= "" and sig or ("Ubuntu " .. release), release)
   end
   return "ok", ("Linux %s is not a release known to break ADD_DEV (stable 6.18.4 and 6.18.5; some Ubuntu 6.17 builds, unverified)"):format(release)
@@ -264,9 +274,13 @@ local function restart_check(release, v)
     return "ok", ("Linux %s: a stopped device can be started again (dev:start() after dev:stop(); 7.3 serves it)"):format(release)
   end
   if at_least(v, 6, 15) or (v[1] == 6 and v[2] == 14 and v[3] >= 6) then
-    return "ok", ("Linux %s: a stopped device can most likely be started again: this release has 728cbac5fe21 (ublk: move device reset into ublk_ch_release(); Linux 6.15, 6.14.6), which 7.3's serving it again rests on; only 6.12 and 7.3 are tested"):format(release)
+    return "ok", ("Linux %s: a stopped device can most likely be started again: this release has 728cbac5fe21 "
+      .. "(ublk: move device reset into ublk_ch_release(); Linux 6.15, 6.14.6), which 7.3's serving it again rests on; "
+      .. "only 6.12 and 7.3 are tested"):format(release)
   end
-  return "warn", ("Linux %s: a stopped device cannot be started again: its queues keep the first server's task, so new FETCH_REQs fail with EINVAL (seen on 6.12) until 728cbac5fe21 (Linux 6.15, 6.14.6): delete the device and create a new one"):format(release)
+  return "warn", ("Linux %s: a stopped device cannot be started again: its queues keep the first server's task, "
+    .. "so new FETCH_REQs fail with EINVAL (seen on 6.12) until 728cbac5fe21 (Linux 6.15, 6.14.6): "
+    .. "delete the device and create a new one"):format(release)
 end
 
 -- The udev rules that mention ublk: those for the per-device nodes and those for /dev/ublk-control.
@@ -300,7 +314,8 @@ end
 local function unprivileged_check(p, feats, ferrno, id)
   local nodes, ctl = udev_rules(p)
   local rules = (nodes ~= "" and ("a udev rule gives /dev/ublkcN and /dev/ublkbN to their device's owner (" .. nodes .. ")")
-    or "no udev rule gives /dev/ublkcN and /dev/ublkbN to their device's owner (none in /etc/udev/rules.d, /lib/udev/rules.d, /usr/lib/udev/rules.d mentions them)")
+    or ("no udev rule gives /dev/ublkcN and /dev/ublkbN to their device's owner "
+      .. "(none in /etc/udev/rules.d, /lib/udev/rules.d, /usr/lib/udev/rules.d mentions them)"))
     .. (ctl ~= "" and ("; /dev/ublk-control has a rule (" .. ctl .. ")") or "")
   local supported
   if feats then supported = feats.mask & (1 << 5) ~= 0 end
@@ -314,7 +329,8 @@ local function unprivileged_check(p, feats, ferrno, id)
     or ("whether the kernel has UBLK_F_UNPRIVILEGED_DEV is not known (%s)"):format(
       ferrno == core.errno.EOPNOTSUPP and "no GET_FEATURES; Linux 6.3 and later have it" or "GET_FEATURES not read")
   if nodes ~= "" then return "ok", kernel .. "; " .. rules end
-  local meaning = "for root that is fine (its devices are root's); an unprivileged user's device nodes stay root's and it cannot serve them: install a rule such as ublksrv's 99-ublk-dev.rules"
+  local meaning = "for root that is fine (its devices are root's); an unprivileged user's device nodes stay root's "
+    .. "and it cannot serve them: install a rule such as ublksrv's 99-ublk-dev.rules"
   return id.admin and "ok" or "warn", kernel .. "; " .. rules .. ": " .. meaning
 end
 
@@ -367,7 +383,10 @@ local function mount_ns_check(p)
   if dev == "devtmpfs" then
     return "ok", head .. ", but its /dev is devtmpfs, where the kernel's /dev/ublkcN and /dev/ublkbN appear too"
   end
-  return "warn", head .. (" and its /dev is %s, not devtmpfs (a container's own /dev): the /dev/ublkcN and /dev/ublkbN the kernel creates may not appear in it, and dev:start() then waits for them in vain: run in the host's mount namespace (nsenter -t 1 -m), or bind-mount the host's /dev (docker run -v /dev:/dev), or mount devtmpfs on /dev"):format(dev or "not a mount of its own")
+  return "warn", head .. (" and its /dev is %s, not devtmpfs (a container's own /dev): "
+    .. "the /dev/ublkcN and /dev/ublkbN the kernel creates may not appear in it, and dev:start() then waits for them in vain: "
+    .. "run in the host's mount namespace (nsenter -t 1 -m), or bind-mount the host's /dev (docker run -v /dev:/dev), "
+    .. "or mount devtmpfs on /dev"):format(dev or "not a mount of its own")
 end
 
 --- Run every check. `ublk` is the public module, `state` its internal state, `probe` (optional) a
@@ -398,7 +417,8 @@ function M.run(ublk, state, probe)
     loaded = "ublk_drv is loaded",
     builtin = "ublk is built into this kernel",
     available = "ublk_drv is available but not loaded: run `modprobe ublk_drv` as root",
-    missing = ("this kernel (%s) has no ublk driver: it was built without CONFIG_BLK_DEV_UBLK and ships no ublk_drv module; boot a kernel that has it (Debian's 6.1+ kernels do), or run `make test`, which uses a VM"):format(release),
+    missing = ("this kernel (%s) has no ublk driver: it was built without CONFIG_BLK_DEV_UBLK and ships no ublk_drv module; "
+      .. "boot a kernel that has it (Debian's 6.1+ kernels do), or run `make test`, which uses a VM"):format(release),
   })[mod]
   check("module", mod == "loaded" or mod == "builtin", mod_detail)
 
@@ -432,7 +452,8 @@ function M.run(ublk, state, probe)
   if feats then
     check("features", true, ("GET_FEATURES = 0x%x: %s"):format(feats.mask, table.concat(feats.names, ", ")))
     check("opcodes", feats.ioctl_encode, (feats.ioctl_encode and "ioctl-encoded opcodes (UBLK_U_CMD_*) accepted" or "only legacy opcodes")
-      .. "; legacy opcodes " .. (feats.legacy_opcodes and "also accepted (CONFIG_BLKDEV_UBLK_LEGACY_OPCODES=y)" or "refused (CONFIG_BLKDEV_UBLK_LEGACY_OPCODES=n)"))
+      .. "; legacy opcodes " .. (feats.legacy_opcodes and "also accepted (CONFIG_BLKDEV_UBLK_LEGACY_OPCODES=y)"
+        or "refused (CONFIG_BLKDEV_UBLK_LEGACY_OPCODES=n)"))
   elseif ctl and ferrno == core.errno.EOPNOTSUPP then
     -- Linux 6.0 to 6.4: no GET_FEATURES, and only the legacy opcodes, which the library falls back to
     check("features", true, "GET_FEATURES is missing (Linux < 6.5): devices can be made, with the legacy opcodes, "
