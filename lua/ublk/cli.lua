@@ -31,9 +31,8 @@ ublk_drv module, /dev/ublk-control, kernel.io_uring_disabled and kernel.io_uring
 process use io_uring?), 128-byte SQEs and IORING_OP_URING_CMD, GET_FEATURES, legacy opcodes, the
 device limits and ublks_max (what it counts, how many exist), unprivileged support and the udev
 rules it needs, whether a stopped device can be started again, and whether this process shares
-udev's mount namespace (so that /dev/ublkbN appears in its /dev). One line per check: ok or FAIL,
-then what was found and the fix; a warning (what to watch, not a failure) is an ok line whose text
-begins with "warning:".
+udev's mount namespace (so that /dev/ublkbN appears in its /dev). One line per check: ok, WARN (what
+to watch, not a failure) or FAIL, then what was found and the fix.
 Exit status 0 when ublk devices can be created here (warnings allowed), 1 otherwise.
 ]],
   features = [[
@@ -141,7 +140,7 @@ local commands = {}
 function commands.doctor(ublk)
   local r = ublk.doctor()
   for _, c in ipairs(r.checks) do
-    out("%-4s  %-16s %s", c.ok and "ok" or "FAIL", c.name, c.detail)
+    out("%-4s  %-16s %s", c.level == "warn" and "WARN" or c.ok and "ok" or "FAIL", c.name, c.detail)
   end
   out("%s", r.ok and "ublk devices can be created here." or "ublk devices cannot be created here: see FAIL above.")
   return r.ok and 0 or 1

@@ -2,7 +2,7 @@
 -- verdict and, when it fails or warns, the fix.
 --
 -- A check's `level` is "ok", "warn" (`ok` stays true: devices can be created, but its detail says
--- what to watch; the detail then begins with "warning: ") or "fail" (`ok` false: devices cannot be
+-- what to watch; `ublk doctor` prints WARN) or "fail" (`ok` false: devices cannot be
 -- created here). Everything the doctor reads comes through a probe (M.probe), which a spec replaces.
 -- @module ublk.doctor
 local core = require("ublk.core")
@@ -400,7 +400,6 @@ function M.run(ublk, state, probe)
   local checks = {}
   local function check(name, level, detail)
     if level == true then level = "ok" elseif level == false or level == nil then level = "fail" end
-    if level == "warn" then detail = "warning: " .. detail end
     checks[#checks + 1] = { name = name, ok = level ~= "fail", level = level, detail = detail }
     return level ~= "fail"
   end

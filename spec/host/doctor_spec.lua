@@ -153,7 +153,7 @@ describe("ublk doctor", function()
           .. "/sys/module/ublk_drv/parameters/ublks_max$")
       sys.files["/proc/self/status"] = ROOT
       c = system(sys)["device limit"]
-      like(c, "warn", "^warning: ublks_max = 64 .*; this process has CAP_SYS_ADMIN and is not limited, but an unprivileged "
+      like(c, "warn", "^ublks_max = 64 .*; this process has CAP_SYS_ADMIN and is not limited, but an unprivileged "
           .. "one gets EACCES from ADD_DEV: delete some")
     end)
 
@@ -248,7 +248,7 @@ describe("ublk doctor", function()
     it("warns on Ubuntu 6.17, saying the affected builds are not verified and how to tell", function()
       local c = on_release("6.17.0-35-generic", "ADD_DEV bug",
         { ["/proc/version_signature"] = "Ubuntu 6.17.0-35.35~24.04.1-generic 6.17.9" })
-      is(c, "warn", "warning: Ubuntu 6.17.0-35.35~24.04.1-generic 6.17.9: some Ubuntu 6.17 builds are reported to have "
+      is(c, "warn", "Ubuntu 6.17.0-35.35~24.04.1-generic 6.17.9: some Ubuntu 6.17 builds are reported to have "
           .. "taken 529d4d632788 (ublk: NUMA-aware memory allocation) without 011af85ccd87 (ublk: reorder tag_set "
           .. "initialization before queue allocation), so that ADD_DEV oopses; which builds is not verified here "
           .. "(Ubuntu's changelogs are not in the kernel's history): this one is affected if `apt changelog "
@@ -259,7 +259,7 @@ describe("ublk doctor", function()
   describe("restart", function()
     it("warns that 6.12 does not start a stopped device again", function()
       local c = on_release("6.12.95+deb12-amd64", "restart")
-      is(c, "warn", "warning: Linux 6.12.95+deb12-amd64: a stopped device cannot be started again: its queues keep the "
+      is(c, "warn", "Linux 6.12.95+deb12-amd64: a stopped device cannot be started again: its queues keep the "
           .. "first server's task, so new FETCH_REQs fail with EINVAL (seen on 6.12) until 728cbac5fe21 (Linux "
           .. "6.15, 6.14.6): delete the device and create a new one")
     end)
@@ -288,7 +288,7 @@ describe("ublk doctor", function()
       local c = system().unprivileged
       is(c, "ok", missing)
       c = system { files = { ["/proc/self/status"] = USER } }.unprivileged
-      is(c, "warn", "warning: " .. missing)
+      is(c, "warn", missing)
     end)
 
     it("fails a user on a kernel without UBLK_F_UNPRIVILEGED_DEV", function()
@@ -311,7 +311,7 @@ describe("ublk doctor", function()
         ns = { [1] = 4026531841, [317] = 4026531841, [4242] = 4026532500 } }
       local c, r = check_of(sys, "mount namespace")
       assert.is_true(r.ok)
-      is(c, "warn", "warning: this process is in another mount namespace (mnt:[4026532500]) than PID 1's "
+      is(c, "warn", "this process is in another mount namespace (mnt:[4026532500]) than PID 1's "
           .. "mnt:[4026531841], udevd (pid 317)'s mnt:[4026531841] and its /dev is tmpfs, not devtmpfs (a "
           .. "container's own /dev): the /dev/ublkcN and /dev/ublkbN the kernel creates may not appear in it, and "
           .. "dev:start() then waits for them in vain: run in the host's mount namespace (nsenter -t 1 -m), or "

@@ -207,7 +207,7 @@ describe("ublk control plane on the real driver", function()
     assert.matches("ok%s+ADD_DEV bug%s+Linux [^\n]* is not a release known to break ADD_DEV", out)
     assert.matches("ok%s+mount namespace%s+this process %(mnt:%[%d+%]%) shares the mount namespace of PID 1", out)
     if kernel.series == "6.12" then
-      assert.matches("ok%s+restart%s+warning: Linux 6%.12[^\n]*: a stopped device cannot be started again", out)
+      assert.matches("WARN%s+restart%s+Linux 6%.12[^\n]*: a stopped device cannot be started again", out)
     end
     if kernel.series == "7.3" then
       assert.matches("ok%s+restart%s+Linux 7%.3[^\n]*: a stopped device can be started again", out)
