@@ -49,7 +49,9 @@ describe("Lua handlers on the real driver", function()
     uv.run("nowait")
     local code = j:status()
     local out, err = j:stdout(), j:stderr()
+    if not code then j:kill() end
     j:cleanup()
+    assert(code, "fio did not end within 120 s of the luv loop serving it:\n" .. out .. err)
     assert.are.equal(0, code, out .. err)
     disk.fio_ok(out)
     assert.is_true(dispatches > 0)
@@ -102,21 +104,22 @@ describe("Lua handlers on the real driver", function()
             seen[#seen + 1] = req.offset
             if req.offset == 4 * M then
               assert(io.open(blocking, "w")):close() -- the third read may come now
-              core.sleep(2) -- blocking: the third read arrives meanwhile
+              -- blocking, not dispatching: the third read arrives meanwhile, and reaches this thread
+              serve.wait_in_flight(dev, false, 3)
+              serve.wait_until(function() return serve.has_work(dev) end, "the third read reached the device's Lua side (dev:fd() readable)")
               dev:dispatch(0) -- runs the rest of this batch (the second read), not the third
             end
           end,
         } })
         assert(dev:start())
-        local t = core.monotonic()
-        while core.monotonic() - t < 1 do dev:dispatch(0.05) end
+        serve.serve_one_read(dev) -- the partition scan is done
+        serve.dispatch_until_idle(dev, "after the first read")
         -- an 8 KiB read: two 4 KiB requests that wait together until the dispatch below takes both;
         -- a third read once the first one's handler blocks
         local j1 = job.start(dd_read(dev.path, 4 * M, 8192))
         local j2 = job.start(("while [ ! -e %s ]; do sleep 0.05; done; %s"):format(blocking, dd_read(dev.path, 6 * M)))
-        t = core.monotonic()
-        repeat until core.poll(0.05, dev:fd(), 1) ~= 0 or core.monotonic() - t > 30 -- the first is there
-        core.sleep(0.5) -- and the second, split from the same read
+        serve.wait_until(function() return serve.has_work(dev) end, "the 8 KiB read reached the device (dev:fd() readable)") -- the first is there
+        serve.wait_in_flight(dev, false, 2) -- and the second, split from the same read
         dev:dispatch(1)
         os.remove(blocking)
         assert.are.same({ 4 * M, 4 * M + 4096 }, seen)

@@ -107,7 +107,9 @@ describe("Lua handlers on the real driver", function()
           else
             serve.wait_in_flight(dev)
             assert.are.equal(1, core.poll(5, dev:fd(), 1) & 1, "the read is in the ring")
-            core.sleep(0.5)
+            -- nothing but a dispatch serves it: it stays in flight, however long nobody dispatches
+            serve.holds(function() return not j:status() and serve.in_flight(dev) >= 1 end, 0.5,
+              "the read stays in flight while this thread does not dispatch")
             assert.is_nil(j:status(), "the read waits for a dispatch")
             assert.are.equal(served, dev:stats().queues[1].requests)
             assert.are.equal(0, (j:wait(30, function() dev:dispatch(0.02) end)))

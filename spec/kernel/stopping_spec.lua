@@ -31,10 +31,9 @@ describe("Lua handlers on the real driver", function()
         if req.offset == 2^22 then held = req:defer() end -- never answered by the handler
       end } }, function(dev)
         local j = job.start(dd_read(dev.path, 2^22))
-        local t = core.monotonic()
-        repeat dev:dispatch(0.05) until held or core.monotonic() - t > 30
+        serve.dispatch_until(dev, function() return held end, "the read at 4 MiB reached its handler")
         assert.is_not_nil(held, "the read reached the handler")
-        t = core.monotonic()
+        local t = core.monotonic()
         assert(ublk.delete(dev.id)) -- a plain DEL_DEV would wait for ever for the held read
         assert.is_true(core.monotonic() - t < 20, "the delete did not hang")
         assert.is_true(held:answered())
@@ -106,8 +105,7 @@ describe("Lua handlers on the real driver", function()
         end,
       }, log = function(line) log[#log + 1] = line end }, function(dev)
         local j = job.start(dd_read(dev.path, 2^20))
-        local deadline = ublk.now() + 30
-        repeat dev:dispatch(0.02) until held > 0 or ublk.now() > deadline
+        serve.dispatch_until(dev, function() return held > 0 end, "the read at 1 MiB reached its handler")
         assert.are.equal(1, dev:stats().lua.held)
         local t0 = ublk.now()
         assert(dev:delete())

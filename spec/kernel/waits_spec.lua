@@ -58,10 +58,10 @@ describe("Lua handlers on the real driver", function()
         end,
       } }, function(dev)
         local j = job.start("dd if=" .. dev.path .. " bs=4096 count=1 skip=256 iflag=direct 2>/dev/null | head -c 4")
-        local deadline = ublk.now() + 30
-        repeat dev:dispatch(0.02) until waiting > 0 or ublk.now() > deadline
+        serve.dispatch_until(dev, function() return waiting > 0 end, "the read at 1 MiB reached its handler")
         assert.are.equal(1, waiting)
-        for _ = 1, 10 do dev:dispatch(0.02) end
+        -- everything ready has run and the handler still waits: only the pipe can wake it
+        serve.dispatch_until_idle(dev, "the handler waits for the empty pipe")
         assert.are.same({}, woke) -- nothing written yet: still waiting
         uv.fs_write(pipe.write, "Z")
         local code, out = j:wait(30, function() dev:dispatch(0.02) end)

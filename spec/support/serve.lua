@@ -82,6 +82,33 @@ function M.wait_until(cond, what, timeout, tick)
   end
 end
 
+--- M.wait_until, dispatching dev meanwhile.
+function M.dispatch_until(dev, cond, what, timeout)
+  return M.wait_until(cond, what, timeout, function() dev:dispatch(0.02) end)
+end
+
+--- cond() stays true for `seconds` (checked every 20 ms); raises at once when it does not: for
+-- what must not happen (a request nobody may serve yet), which no event can show.
+function M.holds(cond, seconds, what)
+  local deadline = core.monotonic() + seconds
+  repeat
+    if not cond() then error("did not hold for " .. seconds .. " s: " .. what, 2) end
+    core.sleep(0.02)
+  until core.monotonic() > deadline
+  if not cond() then error("did not hold for " .. seconds .. " s: " .. what, 2) end
+end
+
+--- Whether dev:fd() polls readable now: the device has Lua work (requests, a timer, a descriptor).
+function M.has_work(dev)
+  return core.poll(0, dev:fd(), 1) & 1 == 1
+end
+
+--- Dispatch until the device has no Lua work left (its descriptor does not poll readable): what is
+-- ready has run, and what waits, waits.
+function M.dispatch_until_idle(dev, what)
+  M.dispatch_until(dev, function() return not M.has_work(dev) end, "the device had no Lua work left (" .. what .. ")")
+end
+
 --- A shell command that is not ours, run while this thread serves dev: status, stdout, stderr.
 function M.serving(dev, cmd, timeout)
   local j = job.start(cmd)
