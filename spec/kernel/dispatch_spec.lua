@@ -21,9 +21,7 @@ local sector_store, dd_read = serve.sector_store, serve.dd_read
 local fio_command = disk.fio_command
 
 describe("Lua handlers on the real driver", function()
-  local base
-  setup(function() base = serve.baseline() end)
-  after_each(serve.delete_leftovers)
+  local nothing_left = serve.track()
 
   it("serves inside a luv loop through dev:fd() and dev:dispatch()", function()
     local h = sector_store()
@@ -135,7 +133,5 @@ describe("Lua handlers on the real driver", function()
     end
   end)
 
-  it("leaves no fd, thread or device behind", function()
-    serve.assert_nothing_left(base)
-  end)
+  it("leaves no fd, thread or device behind", nothing_left)
 end)

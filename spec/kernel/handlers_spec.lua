@@ -16,9 +16,7 @@ local fio_command = disk.fio_command
 local threads = kernel.threads
 
 describe("Lua handlers on the real driver", function()
-  local base
-  setup(function() base = serve.baseline() end)
-  after_each(serve.delete_leftovers)
+  local nothing_left = serve.track()
 
   describe("a device written in Lua", function()
 
@@ -232,7 +230,5 @@ describe("Lua handlers on the real driver", function()
     end)
   end)
 
-  it("leaves no fd, thread or device behind", function()
-    serve.assert_nothing_left(base)
-  end)
+  it("leaves no fd, thread or device behind", nothing_left)
 end)

@@ -20,9 +20,7 @@ local ok_serving = serve.ok_serving
 local sector_store, dd_read = serve.sector_store, serve.dd_read
 
 describe("Lua handlers on the real driver", function()
-  local base
-  setup(function() base = serve.baseline() end)
-  after_each(serve.delete_leftovers)
+  local nothing_left = serve.track()
 
   describe("handlers that do unusual things", function()
     it("get EIO for what they hold when ublk.delete(id) deletes their device from the same thread, which does not wait for ever", function()
@@ -160,7 +158,5 @@ describe("Lua handlers on the real driver", function()
     end)
   end)
 
-  it("leaves no fd, thread or device behind", function()
-    serve.assert_nothing_left(base)
-  end)
+  it("leaves no fd, thread or device behind", nothing_left)
 end)

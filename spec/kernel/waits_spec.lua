@@ -17,9 +17,7 @@ local serving, ok_serving = serve.serving, serve.ok_serving
 local sector_store, dd_read = serve.sector_store, serve.dd_read
 
 describe("Lua handlers on the real driver", function()
-  local base
-  setup(function() base = serve.baseline() end)
-  after_each(serve.delete_leftovers)
+  local nothing_left = serve.track()
 
   describe("handlers that wait", function()
 
@@ -124,7 +122,5 @@ describe("Lua handlers on the real driver", function()
     end)
   end)
 
-  it("leaves no fd, thread or device behind", function()
-    serve.assert_nothing_left(base)
-  end)
+  it("leaves no fd, thread or device behind", nothing_left)
 end)

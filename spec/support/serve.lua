@@ -19,28 +19,34 @@ function M.live(dev)
   return tostring(dev) ~= DELETED
 end
 
---- The device object no longer owns a kernel device.
-function M.assert_deleted(dev)
+-- The device object no longer owns a kernel device.
+local function assert_deleted(dev)
   luassert.are.equal(DELETED, tostring(dev))
 end
 
---- What a spec file counts before its first device (after ublk.features(), whose shared control
--- handle stays open): give it to M.assert_nothing_left at the end of the file.
-function M.baseline()
+-- What a spec file counts before its first device (after ublk.features(), whose shared control
+-- handle stays open).
+local function baseline()
   assert(ublk.features())
   collectgarbage()
   return { fds = kernel.fd_count(), threads = (kernel.threads()) }
 end
 
---- No descriptor, thread or ublk device is left over what M.baseline() counted.
-function M.assert_nothing_left(base)
-  kernel.assert_nothing_left(base.fds, base.threads)
-end
-
---- after_each: whatever a failed spec left behind goes, so that the next one starts clean.
-function M.delete_leftovers()
+-- after_each: whatever a failed spec left behind goes, so that the next one starts clean.
+local function delete_leftovers()
   collectgarbage()
   for _, name in ipairs(kernel.ublk_devices()) do ublk.delete(tonumber(name:match("%d+"))) end
+end
+
+--- Called in a spec file's outermost describe: count descriptors and threads before its first spec
+-- (setup), and delete what a failed spec left after each. Returns the body of the file's last spec: no
+-- descriptor, thread or ublk device is left over that count.
+function M.track()
+  local busted = require("busted")
+  local base
+  busted.setup(function() base = baseline() end)
+  busted.after_each(delete_leftovers)
+  return function() kernel.assert_nothing_left(base.fds, base.threads) end
 end
 
 local function with_traceback(e)
@@ -60,7 +66,7 @@ function M.device(opts, fn)
   local deleted, msg = dev:delete()
   if not res[1] then error(res[2], 0) end
   assert(deleted, msg)
-  M.assert_deleted(dev)
+  assert_deleted(dev)
   luassert.are.same(before, kernel.ublk_devices(), "a device is left after the block")
   return table.unpack(res, 2, res.n)
 end
