@@ -71,6 +71,17 @@ function M.device(opts, fn)
   return table.unpack(res, 2, res.n)
 end
 
+-- The level for error() that names the spec's line, not this file's: the first caller outside it.
+local HERE = debug.getinfo(1, "S").source
+local function spec_level()
+  local level = 3 -- the caller of the function that calls spec_level
+  while true do
+    local info = debug.getinfo(level, "S")
+    if not info or info.source ~= HERE then return level - 1 end
+    level = level + 1
+  end
+end
+
 --- Wait until cond() returns a true value (which it returns), calling tick() between tries (default:
 -- a 20 ms sleep, without dispatching); raises "... did not happen within N s: <what>" after
 -- `timeout` seconds (default 30).
@@ -82,7 +93,7 @@ function M.wait_until(cond, what, timeout, tick)
     local v = cond()
     if v then return v end
     if core.monotonic() > deadline then
-      error(("did not happen within %g s: %s"):format(timeout, what), 2)
+      error(("did not happen within %g s: %s"):format(timeout, what), spec_level())
     end
     tick()
   end
@@ -98,21 +109,22 @@ end
 function M.holds(cond, seconds, what)
   local deadline = core.monotonic() + seconds
   repeat
-    if not cond() then error("did not hold for " .. seconds .. " s: " .. what, 2) end
+    if not cond() then error("did not hold for " .. seconds .. " s: " .. what, spec_level()) end
     core.sleep(0.02)
   until core.monotonic() > deadline
-  if not cond() then error("did not hold for " .. seconds .. " s: " .. what, 2) end
+  if not cond() then error("did not hold for " .. seconds .. " s: " .. what, spec_level()) end
 end
 
---- Whether dev:fd() polls readable now: the device has Lua work (requests, a timer, a descriptor).
-function M.has_work(dev)
-  return core.poll(0, dev:fd(), 1) & 1 == 1
+--- Whether dev:fd() polls readable (now, or within `timeout` seconds): the device has Lua work
+-- (requests, a timer that is due, a descriptor that is ready).
+function M.has_work(dev, timeout)
+  return core.poll(timeout or 0, dev:fd(), 1) & 1 == 1
 end
 
---- Dispatch until the device has no Lua work left (its descriptor does not poll readable): what is
--- ready has run, and what waits, waits.
+--- Dispatch until the device has no Lua work left: dev:fd() does not poll readable, not even 50 ms
+-- later (a timer just armed for now would be due by then). What is ready has run; what waits, waits.
 function M.dispatch_until_idle(dev, what)
-  M.dispatch_until(dev, function() return not M.has_work(dev) end, "the device had no Lua work left (" .. what .. ")")
+  M.dispatch_until(dev, function() return not M.has_work(dev, 0.05) end, "the device had no Lua work left (" .. what .. ")")
 end
 
 --- A shell command that is not ours, run while this thread serves dev: status, stdout, stderr.
