@@ -83,29 +83,31 @@ describe("ublk control plane on the real driver", function()
   end)
 
   it("explains a taken id with the EEXIST message", function()
-    local a <close> = assert(ublk.new { size = 2^20, id = 5 })
+    local _taken <close> = assert(ublk.new { size = 2^20, id = 5 })
     local b, msg, errno = ublk.new { size = 2^20, id = 5 }
     assert.is_nil(b)
     assert.are.equal(17, errno)
-    assert.are.equal("ADD_DEV (device 5) failed: File exists (-EEXIST, errno 17): device id 5 is already taken (or still being deleted): choose another id, or leave id = nil to let the kernel pick one", msg)
+    assert.are.equal("ADD_DEV (device 5) failed: File exists (-EEXIST, errno 17): device id 5 is already taken (or still "
+      .. "being deleted): choose another id, or leave id = nil to let the kernel pick one", msg)
   end)
 
   it("explains a missing device with the ENODEV message", function()
     local ok, msg, errno = ublk.delete(4242)
     assert.is_nil(ok)
     assert.are.equal(19, errno)
-    assert.are.equal("DEL_DEV_ASYNC (device 4242) failed: No such device (-ENODEV, errno 19): there is no ublk device 4242 (ublk list shows the ones that exist)", msg)
+    assert.are.equal("DEL_DEV_ASYNC (device 4242) failed: No such device (-ENODEV, errno 19): there is no ublk device 4242 "
+      .. "(ublk list shows the ones that exist)", msg)
   end)
 
   it("deletes on <close>, on __gc, and never uses a deleted device", function()
     do
-      local d <close> = assert(ublk.new { size = 2^20 })
+      local _d <close> = assert(ublk.new { size = 2^20 })
       assert.are.equal(1, #kernel.ublk_devices())
     end
     no_devices_left()
     local d = assert(ublk.new { size = 2^20 })
-    assert.are.equal(1, #kernel.ublk_devices())
-    d = nil
+    assert.are.equal(1, #kernel.ublk_devices(), tostring(d))
+    d = nil -- luacheck: ignore 311 (the last reference goes, so the collector may take it)
     collectgarbage(); collectgarbage()
     no_devices_left()
     local e = assert(ublk.new { size = 2^20 })
@@ -138,6 +140,7 @@ describe("ublk control plane on the real driver", function()
         seen[c] = true
       end
     end
+    assert.is_not_nil(next(seen), "no CPU for any queue")
     assert.has_error(function() d:queue_affinity(2) end, "queue_affinity: q = 2: must be an integer from 0 to 1")
   end)
 
@@ -191,7 +194,9 @@ describe("ublk control plane on the real driver", function()
     code, out, err = run.ublk("del 3")
     assert.are.equal(1, code)
     assert.matches("ENODEV", err)
+    assert.are.equal("", out)
     code, out = run.ublk("list")
+    assert.are.equal(0, code)
     assert.are.equal("no ublk devices\n", out)
   end)
 

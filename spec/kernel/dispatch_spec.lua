@@ -116,7 +116,8 @@ describe("Lua handlers on the real driver", function()
         -- a third read once the first one's handler blocks
         local j1 = job.start(dd_read(dev.path, 4 * M, 8192))
         local j2 = job.start(("while [ ! -e %s ]; do sleep 0.05; done; %s"):format(blocking, dd_read(dev.path, 6 * M)))
-        serve.wait_until(function() return serve.has_work(dev) end, "the 8 KiB read reached the device (dev:fd() readable)") -- the first is there
+        -- the first is there
+        serve.wait_until(function() return serve.has_work(dev) end, "the 8 KiB read reached the device (dev:fd() readable)")
         serve.wait_in_flight(dev, false, 2) -- and the second, split from the same read
         dev:dispatch(1)
         os.remove(blocking)

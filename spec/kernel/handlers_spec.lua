@@ -56,7 +56,7 @@ describe("Lua handlers on the real driver", function()
         enodata_name = function() return nil, "ENODATA" end, -- one the block layer passes on (a medium error)
         raise = function() error("boom") end,
         table = function() return {} end,
-        short = function(req) return "too short" end,
+        short = function() return "too short" end,
         -- the same after a wait (the handler's runner is then its own)
         late_raise = function() ublk.sleep(0.01); error("late boom") end,
         late_enospc = function() ublk.sleep(0.01); return nil, "ENOSPC" end,
@@ -100,9 +100,11 @@ describe("Lua handlers on the real driver", function()
         assert.matches("handlers_spec.lua:%d+: boom\nstack traceback:\n", log[1])
         code, out = read_as("table")
         assert.are_not.equal(0, code)
+        assert.matches("Input/output error", out)
         assert.are.equal("read handler at offset 0, length 4096 returned a table: answered EIO", log[2])
         code, out = read_as("short")
         assert.are_not.equal(0, code)
+        assert.matches("Input/output error", out)
         assert.are.equal("read handler at offset 0, length 4096 returned a string of 9 bytes for a read of 4096: answered EIO", log[3])
         code, out = read_as("bytes", 4096)
         assert.are.equal(0, code, out)
@@ -118,6 +120,7 @@ describe("Lua handlers on the real driver", function()
         assert.matches("No space left on device", out)
         code, out = read_as("late_fraction")
         assert.are_not.equal(0, code)
+        assert.matches("Input/output error", out)
         assert.are.equal("read handler at offset 0, length 4096 returned 2.5, not a whole number of bytes: answered EIO", log[5])
         -- and after all that the device serves as before
         code, out = read_as(nil)
