@@ -6,7 +6,7 @@ local run = require("support.run")
 -- A fresh directory under TMP, removed by the spec's teardown.
 local function scratch(name)
   local dir = ("%s/rock-%s-%d"):format(run.TMP, name, math.random(1 << 30))
-  assert(os.execute("rm -rf '" .. dir .. "' && mkdir -p '" .. dir .. "'"))
+  assert.are.equal(0, (run.plain("rm -rf '" .. dir .. "' && mkdir -p '" .. dir .. "'")))
   return dir
 end
 
@@ -34,7 +34,7 @@ end
 
 describe("rockspec", function()
   local dirs = {}
-  teardown(function() for _, d in ipairs(dirs) do os.execute("rm -rf '" .. d .. "'") end end)
+  teardown(function() for _, d in ipairs(dirs) do run.plain("rm -rf '" .. d .. "'") end end)
   local function tmp(name) local d = scratch(name); dirs[#dirs + 1] = d; return d end
 
   it("lists every C source and every Lua module of the checkout", function()
@@ -85,7 +85,8 @@ describe("rockspec", function()
     works_from(tree)
 
     local server, tree2 = tmp("server"), tmp("served")
-    assert(os.execute(("cp %s rockspec/ublk-%s-1.rockspec %s/"):format(rock, version, server)))
+    code, out, err = run.plain(("cp %s rockspec/ublk-%s-1.rockspec %s/"):format(rock, version, server))
+    assert.are.equal(0, code, out .. err)
     code, out, err = run.plain(("luarocks-admin --lua-version=5.4 make-manifest %s"):format(server))
     assert.are.equal(0, code, out .. err)
     code, out, err = run.plain(("luarocks --lua-version=5.4 install --only-server=%s ublk --tree=%s"):format(server, tree2))
