@@ -255,7 +255,7 @@ unsigned ublk_queue_handle_cqe(struct ublk_queue *q, const struct io_uring_cqe *
 			serve(q, tag);
 		return 0;
 	case UD_TGT:
-		/* only a target that queued SQEs gets here, and such a target has io_done (server.c) */
+		/* only a target that queued SQEs gets here, and such a target has io_done (target.h) */
 		q->tgt_inflight--;
 		q->ios[tag].tgt_inflight--;
 		q->tgt->ops->io_done(q, tag, cqe);

@@ -21,9 +21,10 @@
  *   1. STOP_DEV. The kernel stops taking new requests and waits for those in flight. The Lua thread
  *      keeps dispatching meanwhile (its idle function); a stop abandons after a grace period.
  *   2. The kernel answers every tag's FETCH or COMMIT_AND_FETCH with UBLK_IO_RES_ABORT.
- *   3. A queue ends once nothing of its own is out: no command, no target I/O, nothing with Lua.
- *      A queue thread leaves its loop; a Lua-owned ring is seen ended by its next reap. Either way
- *      the queue tells its tally (ublk_queue_report_ended), whose notify descriptor polls readable.
+ *   3. A queue ends. A queue thread leaves its loop once nothing of its own is out (no command, no
+ *      target I/O, nothing with Lua); a Lua-owned ring is seen ended by the reap that finds every
+ *      tag aborted and no command or target I/O out (what Lua still holds is the stop's to answer).
+ *      Either way the queue tells its tally (ublk_queue_report_ended): its notify fd polls readable.
  *   4. Queue threads are joined; Lua-owned rings wait (5 s at most) for target I/O, then go.
  *   5. The server is freed: descriptors unmapped, the char device closed. A buffer that target I/O
  *      may still reach stays mapped.

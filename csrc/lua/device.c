@@ -21,11 +21,10 @@
 #include "module.h"
 #include "util.h"
 
-/* Free the data plane: nothing may wait on Lua meanwhile (the caller abandoned what Lua holds, and
- * from then on requests for Lua are answered EIO without it). */
+/* Free the data plane. Nothing may wait on Lua meanwhile: the caller abandoned what Lua holds, and
+ * from then on requests for Lua are answered EIO without it. */
 static void free_data_plane(struct device_handle *d)
 {
-	ublk_bridge_abandon(d->bridge);
 	ublk_server_free(d->srv);
 	d->srv = NULL;
 	ublk_bridge_detach(d->bridge);
@@ -261,8 +260,10 @@ static int l_stop_queues(lua_State *L)
 {
 	struct device_handle *d = check_device(L);
 
-	if (d->srv)
+	if (d->srv) {
+		ublk_bridge_abandon(d->bridge);
 		free_data_plane(d);
+	}
 	return 0;
 }
 
@@ -444,6 +445,8 @@ void ublk_lua_open_device(lua_State *L)
 	/* set every time the module is opened (busted reloads it per spec file): the newest class wins */
 	luaL_newmetatable(L, UBLK_DEVICE_MT);
 	luaL_setfuncs(L, device_meta, 0);
+	lua_pushliteral(L, UBLK_DEVICE_MT); /* getmetatable(dev): __gc and the class stay out of reach */
+	lua_setfield(L, -2, "__metatable");
 	lua_newtable(L); /* the class: lua/ublk/device.lua fills it */
 	lua_pushvalue(L, -1);
 	lua_setfield(L, -4, "class");

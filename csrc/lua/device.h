@@ -1,7 +1,7 @@
 /*
  * ublk.device (device.c): owns one kernel device and, once served, its data plane and, with a
  * handler or hooks, its bridge. The whole type is device.c: its metatable, its C methods (given to
- * lua/ublk/device.lua once, in a private table, not reachable from a device), __gc and __close.
+ * lua/ublk/device.lua once, in a private table that no device leads to), __gc and __close.
  */
 #ifndef LUA_UBLK_DEVICE_H
 #define LUA_UBLK_DEVICE_H

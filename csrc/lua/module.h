@@ -1,5 +1,5 @@
 /* The parts of luaopen_ublk_core (module.c), one per file: each puts its functions into the table
- * on top of the stack (the module's, or for device and dispatch the private one). */
+ * on top of the stack (the module's, or for device, dispatch and request_internals the private one). */
 #ifndef LUA_UBLK_MODULE_H
 #define LUA_UBLK_MODULE_H
 

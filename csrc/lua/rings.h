@@ -2,7 +2,8 @@
  * Lua-owned rings: a device without queue threads, whose queue rings the Lua thread serves itself
  * (server.h). Each ring is served as a queue thread would serve it (queue.c): ops without Lua go to
  * the C target, its completions are committed; the requests for Lua go into the caller's array.
- * Everything here runs on the Lua thread, and does nothing for a server with queue threads.
+ * Everything here runs on the Lua thread. Reap, pump, ready and watch do nothing for a server with
+ * queue threads; commit is for Lua-owned rings only (the bridge posts a queue thread's answers).
  */
 #ifndef LUA_UBLK_RINGS_H
 #define LUA_UBLK_RINGS_H

@@ -87,9 +87,14 @@ end
 local idlers = setmetatable({}, { __mode = "v" })
 
 --- While device `id` is served by this Lua state, `idle_for(name)` gives the idle function a
--- command about it must run while the kernel works (nil: none); `idle_for` nil: no longer served.
+-- command about it must run while the kernel works (nil: none).
 function M.serving(id, idle_for)
   idlers[id] = idle_for
+end
+
+--- Device `id` is no longer served with `idle_for` (nothing when another device has the id now).
+function M.unserving(id, idle_for)
+  if idlers[id] == idle_for then idlers[id] = nil end
 end
 
 --- Send one control command. `a` = { dev_id, queue_id, data, buf, len, dev_path, context, idle }:
@@ -183,7 +188,7 @@ function M.set_legacy(on)
   return true
 end
 
---- control, legacy, features, trace: read by ublk.lua, the doctor and the specs.
+--- control, legacy, features, trace: read by ublk.device, the doctor and the specs.
 M.state = state
 
 return M

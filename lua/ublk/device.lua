@@ -1,6 +1,6 @@
 --- The device: `ublk.new` makes one (ADD_DEV, SET_PARAMS), and its methods serve, stop and delete
--- it. The type is ublk.device (csrc/lua/device.c): this module is its Lua half, and the only holder
--- of its C methods (`I`, taken once from ublk.core).
+-- it. The type is ublk.device (csrc/lua/device.c): this module is its Lua half, and takes its C
+-- methods (`I`) once from ublk.core; only it and the handlers' scheduler hold them.
 --
 -- While a device is half made or half gone, SIGINT, SIGTERM and SIGHUP are held back (see
 -- `with_signals_held`): struck in the middle, the process would die and leave a dead device.
@@ -28,8 +28,8 @@ local STOP_GRACE = 5
 -- is still collected).
 local mine = setmetatable({}, { __mode = "v" })
 
---- The device with this id that this Lua state serves now, or nil.
-function M.served_here(id)
+-- The device with this id that this Lua state serves now, or nil.
+local function served_here(id)
   local dev = mine[id]
   if dev and I.owned(dev) == id and I.data(dev).started then return dev end
 end
@@ -321,8 +321,8 @@ local function stop(self, id, data)
   I.stop_queues(self) -- answers EIO for anything Lua still holds
   data.sched = nil -- a run() dispatching it sees that and looks up what happened
   if data.started then records.remove(id) end
-  control.serving(id, nil)
-  data.started = false
+  if data.idle_for then control.unserving(id, data.idle_for) end
+  data.idle_for, data.started = nil, false
   return ok, msg, errno
 end
 
@@ -357,7 +357,7 @@ function Device:run(catcher)
     local ok, msg, errno = self:start()
     if not ok then self:delete() return nil, msg, errno end
   end
-  local reason
+  local reason, alarmed
   local sched, ended_fd = data.sched, I.ended_fd(self)
   if sched then
     -- one wait for everything: the handlers' work, a signal, the device's end (its dispatches wake
@@ -368,11 +368,10 @@ function Device:run(catcher)
   repeat
     local what, signo
     if sched then
-      sched.alarm = false
-      sched:dispatch(-1)
+      alarmed = sched:dispatch_alarmed(-1)
       -- a signal or the device's end (the alarms), or a handler that stopped or deleted the device
       -- (its scheduler is gone): only then ask what happened, not after every batch
-      if sched.alarm or data.sched ~= sched then what, signo = I.wait(self, 0, catcher:fd()) end
+      if alarmed or data.sched ~= sched then what, signo = I.wait(self, 0, catcher:fd()) end
     else
       what, signo = I.wait(self, -1, catcher:fd())
     end
@@ -381,7 +380,7 @@ function Device:run(catcher)
     elseif what == "ended" then
       reason = "stopped"
     end
-  until reason or (not sched or sched.alarm or data.sched ~= sched) and not I.owned(self)
+  until reason or (not sched or alarmed or data.sched ~= sched) and not I.owned(self)
   if sched then sched:alarms_off() end -- the stop's own dispatches must not wake for these (a second Ctrl-C)
   local ok, msg, errno = self:delete()
   if not ok then return nil, msg, errno end
@@ -492,7 +491,7 @@ end
 --- Delete a device by id, whoever created it (ublk.delete): see doc/api.md.
 -- @return true | nil, msg, errno
 function M.delete(id, wait)
-  local own = M.served_here(id)
+  local own = served_here(id)
   if own then return own:delete() end
   local c, msg, errno = control.get()
   if not c then return nil, msg, errno end

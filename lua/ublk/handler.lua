@@ -107,6 +107,10 @@ end
 local Scheduler = {}
 Scheduler.__index = Scheduler
 
+-- Each scheduler's device methods (ublk.device's private ones), kept here and not in a field of the
+-- scheduler, which a program reaches as dev.sched (weak keys: they go with the scheduler).
+local internals = setmetatable({}, { __mode = "k" })
+
 -- Log a handler's failure: each distinct message once with its traceback, repeats counted and
 -- summed up at most every 10 seconds, and at most 10 new messages a second.
 local function report(s, req, msg, raised)
@@ -140,7 +144,7 @@ end
 -- to functions; `log(line)` takes messages.
 function M.new(dev, I, handlers, log)
   local s = setmetatable({
-    dev = dev, I = I, handlers = handlers, log = log,
+    dev = dev, handlers = handlers, log = log,
     fds = {}, pool = {}, timers = {}, runnable = {}, -- pool: idle runners (coroutine, function pairs)
     waiting = {},   -- fd -> { {co, req, events, timer}, ... }
     watched = {},   -- fd -> events given to epoll
@@ -149,6 +153,7 @@ function M.new(dev, I, handlers, log)
     alarms = {},    -- fd -> true: descriptors of the owner's (a signal, the device's end), not a handler's
     alarm = false,  -- one of them was ready in the last dispatch
   }, Scheduler)
+  internals[s] = I
   s.on_yield = function(co, req, what, a, b, c) s:file(co, req, what, a, b, c) end
   s.on_error = function(req, msg, raised) report(s, req, msg, raised) end
   -- closes every dispatch, even one a failing log function or descriptor wait leaves by error:
@@ -178,7 +183,7 @@ end
 function Scheduler:step(co, req, ...)
   local ok, a, b, c, d = resume(co, ...)
   if not ok then -- the runner itself failed (out of memory); a handler's own end is answered in C
-    self.I.fail_request(req)
+    internals[self].fail_request(req)
     report(self, req, debug.traceback(co, tostring(a)), true)
   elseif status(co) ~= "dead" then
     self:file(co, req, a, b, c, d)
@@ -203,7 +208,7 @@ function Scheduler:rewatch(fd)
   for _, w in ipairs(self.waiting[fd] or {}) do events = events | w.events end
   if events == 0 then self.waiting[fd] = nil end
   if self.watched[fd] ~= events then
-    local ok, msg = self.I.watch(self.dev, fd, events)
+    local ok, msg = internals[self].watch(self.dev, fd, events)
     if not ok then
       -- not pollable (a regular file): wake the waiters now, as poll(2) would
       self:say("ublk: cannot wait for descriptor " .. fd .. ": " .. tostring(msg))
@@ -267,7 +272,7 @@ function Scheduler:arm()
     at = h[1] and h[1].at
   end
   if at ~= self.armed then
-    self.I.arm_timer(self.dev, at)
+    internals[self].arm_timer(self.dev, at)
     self.armed = at
   end
 end
@@ -276,7 +281,7 @@ end
 -- seconds (default 0; negative: until something is ready) for something first. Returns how many
 -- new requests were started.
 function Scheduler:dispatch(timeout)
-  local dev, I = self.dev, self.I
+  local dev, I = self.dev, internals[self]
   local fds = self.fds
   local _ <close> = self.flusher -- before the poll: whatever happens from there on, the flush runs
   local reqs, fired, nfd = I.poll(dev, timeout or 0, fds)
@@ -298,16 +303,23 @@ function Scheduler:dispatch(timeout)
   return n
 end
 
+--- One dispatch (as `dispatch`) that says whether a descriptor given to `alarm_on` was ready in it.
+function Scheduler:dispatch_alarmed(timeout)
+  self.alarm = false
+  self:dispatch(timeout)
+  return self.alarm
+end
+
 --- Wake the dispatch (and set self.alarm) when `fd` is readable: the owner's descriptors that are
 -- not a handler's, such as run()'s signal catcher and the device's end.
 function Scheduler:alarm_on(fd)
   self.alarms[fd] = true
-  return self.I.watch(self.dev, fd, EPOLLIN)
+  return internals[self].watch(self.dev, fd, EPOLLIN)
 end
 
 --- Stop waking for the descriptors given to alarm_on.
 function Scheduler:alarms_off()
-  for fd in pairs(self.alarms) do self.I.watch(self.dev, fd, 0) end
+  for fd in pairs(self.alarms) do internals[self].watch(self.dev, fd, 0) end
   self.alarms = {}
 end
 

@@ -225,6 +225,19 @@ describe("Lua handlers on the real driver", function()
         assert.are.equal("ublk.request", getmetatable(kept.req))
         local index = debug.getmetatable(kept.req).__index -- reachable only through the debug library
         assert.has_error(function() index(io.stdout, "op") end, "req.field: not a ublk request")
+        -- nor does the device lead to its metatable or its private C methods (ublk.device's alone)
+        assert.are.equal("ublk.device", getmetatable(dev))
+        local seen = {}
+        local function no_internals(t, path, depth)
+          if type(t) ~= "table" or seen[t] or depth > 3 then return end
+          seen[t] = true
+          for k, v in pairs(t) do
+            assert.is_false(type(v) == "function" and (k == "serve" or k == "adopt" or k == "forget"
+              or k == "stop_queues" or k == "abandon"), path .. "." .. tostring(k) .. " reaches the device's internals")
+            no_internals(v, path .. "." .. tostring(k), depth + 1)
+          end
+        end
+        for _, k in ipairs { "sched", "options", "target" } do no_internals(dev[k], "dev." .. k, 1) end
       end)
     end)
   end)
