@@ -29,6 +29,16 @@ local M = {
 -- @return device | nil, message, errno
 M.new = device.new
 
+--- Give device `id`, whose server is gone (killed, crashed), a new server in this process:
+-- START_USER_RECOVERY, the queues, END_USER_RECOVERY. The device must have been made with
+-- `recovery`; `opts` names the target as for `ublk.new` (its size, queues and limits are the
+-- device's). Returns the device started, as `dev:start()` leaves it.
+-- @function recover
+-- @tparam integer id
+-- @tparam table opts
+-- @return device | nil, message, errno
+M.recover = device.recover
+
 --- Check options as `ublk.new` does, without creating anything (for tools that fork first).
 -- Raises on bad input; returns nil, msg, errno when the OS refuses (e.g. a missing backing file).
 -- @function check

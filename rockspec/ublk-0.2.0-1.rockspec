@@ -48,6 +48,7 @@ build = {
     ["ublk.handler"] = "lua/ublk/handler.lua",
     ["ublk.device"] = "lua/ublk/device.lua",
     ["ublk.records"] = "lua/ublk/records.lua",
+    ["ublk.background"] = "lua/ublk/background.lua",
     ["ublk.version"] = "lua/ublk/version.lua",
   },
   install = { bin = { ublk = "bin/ublk" } },

@@ -9,6 +9,7 @@
 #include <lauxlib.h>
 #include <lua.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/signalfd.h>
@@ -372,12 +373,111 @@ static int l_mkdir(lua_State *L)
 	return 1;
 }
 
+/**
+ * core.exec(argv, env [, keep_fd [, dir]]) -> nil, msg, errno (only when it fails): replaces this
+ * process with argv[1] (searched in PATH) given argv, in directory dir, with env's NAME = value pairs
+ * added to the environment, and keep_fd left open across the exec (the report pipe of `ublk recover`).
+ */
+static int l_exec(lua_State *L)
+{
+	lua_Integer i, n;
+	const char **argv;
+	int keep = (int)luaL_optinteger(L, 3, -1);
+	const char *dir = luaL_optstring(L, 4, NULL);
+	sigset_t none, old;
+
+	luaL_checktype(L, 1, LUA_TTABLE);
+	luaL_checktype(L, 2, LUA_TTABLE);
+	n = (lua_Integer)luaL_len(L, 1);
+	luaL_argcheck(L, n >= 1 && n < 4096, 1, "a list of 1 to 4095 arguments");
+	/* userdata memory: the Lua state frees it when the exec fails */
+	argv = lua_newuserdatauv(L, sizeof(*argv) * (size_t)(n + 1), 0);
+	for (i = 1; i <= n; i++) {
+		lua_geti(L, 1, i);
+		argv[i - 1] = luaL_checkstring(L, -1);
+		lua_pop(L, 1); /* the string stays alive in the argv table */
+	}
+	argv[n] = NULL;
+	lua_pushnil(L);
+	while (lua_next(L, 2)) {
+		if (setenv(luaL_checkstring(L, -2), luaL_checkstring(L, -1), 1) < 0)
+			return ublk_lua_fail(L, "setenv", errno);
+		lua_pop(L, 1);
+	}
+	if (dir && chdir(dir) < 0)
+		return ublk_lua_fail(L, dir, errno);
+	if (keep >= 0 && fcntl(keep, F_SETFD, 0) < 0)
+		return ublk_lua_fail(L, "keeping the report descriptor", errno);
+	fflush(NULL);
+	/* the new program starts as a program does: no signal of ours held back */
+	sigemptyset(&none);
+	pthread_sigmask(SIG_SETMASK, &none, &old);
+	execvp(argv[0], (char *const *)(uintptr_t)argv);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	return ublk_lua_fail(L, argv[0], errno);
+}
+
+/** core.getcwd() -> path | nil, msg, errno */
+static int l_getcwd(lua_State *L)
+{
+	char *cwd = getcwd(NULL, 0);
+
+	if (!cwd)
+		return ublk_lua_fail(L, "getcwd", errno);
+	lua_pushstring(L, cwd);
+	free(cwd);
+	return 1;
+}
+
+/**
+ * core.wait(pid [, timeout]) -> "exited", code | "killed", signo | "running" (timeout passed)
+ *   | nil, msg, errno
+ * Waits for child pid to end (timeout seconds, polled every 10 ms; nil: for ever), and reaps it.
+ */
+static int l_wait(lua_State *L)
+{
+	pid_t pid = (pid_t)luaL_checkinteger(L, 1);
+	double timeout = luaL_optnumber(L, 2, -1);
+	struct timespec tick = { 0, 10 * 1000 * 1000 };
+	double waited = 0;
+	int status;
+	pid_t got;
+
+	luaL_argcheck(L, pid > 0, 1, "pid must be positive");
+	for (;;) {
+		got = waitpid(pid, &status, timeout < 0 ? 0 : WNOHANG);
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got < 0)
+			return ublk_lua_fail(L, "waitpid", errno);
+		if (got == pid)
+			break;
+		if (waited >= timeout) {
+			lua_pushliteral(L, "running");
+			return 1;
+		}
+		nanosleep(&tick, NULL);
+		waited += 0.01;
+	}
+	if (WIFSIGNALED(status)) {
+		lua_pushliteral(L, "killed");
+		lua_pushinteger(L, WTERMSIG(status));
+	} else {
+		lua_pushliteral(L, "exited");
+		lua_pushinteger(L, WEXITSTATUS(status));
+	}
+	return 2;
+}
+
 static const luaL_Reg process_funcs[] = {
 	{ "exists", l_exists },
 	{ "mkdir", l_mkdir },
 	{ "poll", l_poll },
 	{ "daemon", l_daemon },
 	{ "notify", l_notify },
+	{ "exec", l_exec },
+	{ "getcwd", l_getcwd },
+	{ "wait", l_wait },
 	{ "catch_signals", l_catch_signals },
 	{ "hold_signals", l_hold_signals },
 	{ "kill", l_kill },

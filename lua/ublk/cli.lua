@@ -1,5 +1,7 @@
 --- The `ublk` command line. Exit status: 0 on success, 1 on a failure explained on stderr, 2 on misuse.
 -- @module ublk.cli
+local background = require("ublk.background")
+
 local M = {}
 
 local USAGE = [[
@@ -11,6 +13,7 @@ commands:
   doctor               what the running kernel supports for ublk, and the fix where it does not
   features [--json]    the kernel's ublk features (GET_FEATURES)
   add -t TARGET ...    create a device served in the background (`ublk add --help`)
+  recover ID           give a device whose server is gone a new server (`ublk recover --help`)
   list [--json]        every ublk device on the system
   del ID... | --all    stop their servers and delete devices
   decode KIND HEX...   read bytes as the kernel reads them (KIND: sqe, ctrl-cmd, dev-info, params)
@@ -43,6 +46,7 @@ The features the kernel's ublk driver reports (GET_FEATURES), by name, with the 
   add = [[
 usage: ublk add -t null|ram|file [-f PATH] [--size SIZE] [-q QUEUES] [-d DEPTH] [--block-size N]
                 [--id N] [--max-io SIZE] [--read-only] [--buffered] [--foreground] [--log FILE]
+                [--recovery MODE] [--restart]
 
 Creates a ublk device served by this program's C targets and returns once /dev/ublkbN is usable,
 printing its id and path; the server goes on in the background. ublk del ID stops it.
@@ -61,8 +65,24 @@ printing its id and path; the server goes on in the background. ublk del ID stop
   --buffered       file: no O_DIRECT (the page cache of the backing file is used)
   --foreground     serve in this process until Ctrl-C or ublk del, then delete the device
   --log FILE       where the background server writes its messages (default: nowhere)
+  --recovery MODE  the device outlives its server (`ublk recover ID` gives it a new one); while none
+                   runs: requeue (requests in flight go to the next server, new ones wait),
+                   fail_in_flight (those in flight fail, new ones wait), fail_io (all fail)
+  --restart        a supervisor process recovers the device each time its server dies (at most 5
+                   times a minute; then it logs why and leaves the device for ublk recover or del)
   --trace          print every control command, decoded, to stderr (as for every command)
 Sizes: 4096, 512K, 64M, 1G.
+]],
+  recover = [[
+usage: ublk recover ID [--log FILE] [--foreground] [--trace]
+
+Gives device ID, made with recovery and whose server is gone, a new server, from the run record
+its server left in /run/ublk, and returns once the device is live again. A C target is served by
+this program in the background, as ublk add serves it; a device with Lua in its path (a handler
+or hooks) has its program run again, in its directory, with UBLK_RECOVER=ID in its environment:
+its first ublk.new recovers the device.
+  --log FILE       where the new server writes its messages (default: nowhere)
+  --foreground     C targets: serve in this process until Ctrl-C or ublk del
 ]],
   list = [[
 usage: ublk list [--json]
@@ -164,9 +184,10 @@ function commands.list(ublk, args)
   if not devs then err("%s", msg) return 1 end
   if args.json then out("%s", json(devs)) return 0 end
   if #devs == 0 then out("no ublk devices") return 0 end
-  out("%-4s %-9s %6s %6s %9s %11s %7s %-6s  %s", "ID", "STATE", "QUEUES", "DEPTH", "MAX_IO", "OWNER", "PID", "TARGET", "FLAGS")
+  out("%-4s %-9s %-6s %6s %6s %9s %11s %7s %-6s  %s", "ID", "STATE", "SERVER", "QUEUES", "DEPTH", "MAX_IO", "OWNER", "PID",
+    "TARGET", "FLAGS")
   for _, d in ipairs(devs) do
-    out("%-4d %-9s %6d %6d %9s %11s %7s %-6s  %s%s", d.id, d.state, d.queues, d.depth,
+    out("%-4d %-9s %-6s %6d %6d %9s %11s %7s %-6s  %s%s", d.id, d.state, d.server or "-", d.queues, d.depth,
       require("ublk.params").human(d.max_io), d.owner_uid .. ":" .. d.owner_gid,
       d.pid > 0 and tostring(d.pid) or "-", d.target or "-", table.concat(d.flags, ","),
       d.backing and ("  (" .. d.backing .. ")") or "")
@@ -211,6 +232,8 @@ local ADD_OPTIONS = {
   ["--foreground"] = { "foreground", "flag" },
   ["--log"] = { "log", "value" },
   ["--trace"] = { "trace", "flag" },
+  ["--recovery"] = { "recovery", "value" },
+  ["--restart"] = { "restart", "flag" },
 }
 
 local function parse_add(argv, first)
@@ -243,6 +266,11 @@ local function parse_add(argv, first)
     end
   end
   if a.read_only then opts.read_only = true end
+  opts.recovery = a.recovery
+  if a.restart and not a.recovery then
+    return nil, "add: --restart needs --recovery MODE (requeue, fail_in_flight or fail_io): without recovery the device dies with its server"
+  end
+  if a.restart and a.foreground then return nil, "add: --restart supervises a server in the background: not with --foreground" end
   if a.buffered then opts.direct = false end
   if opts.size == nil and a.target ~= "file" then opts.size = "1G" end
   return opts, a
@@ -263,21 +291,16 @@ local function as_flag_misuse(msg)
   return ("add: %s%s: %s"):format(FLAG_OF[key], value == "nil" and "" or " " .. value, rule)
 end
 
-function commands.add(ublk, opts, a)
+-- A server's two steps around `make()` (ublk.new or ublk.recover): bring_up() makes the device and
+-- starts it; serve(dev) serves until it is stopped. SIGINT/SIGTERM/SIGHUP from bring_up on are read
+-- by run(), even when they come while it starts (`ublk del` may signal the server once START_DEV has
+-- published its pid).
+local function server_steps(ublk, make)
   local core = ublk.core
-  -- misuse and a backing store that cannot be used are told here, before anything goes to the background
-  local ok, checked, why = pcall(ublk.check, opts)
-  if not ok then err("%s", as_flag_misuse(checked)) return 2 end
-  if not checked then err("%s", why) return 1 end
-  local function announce(dev, pid)
-    return ("ublk device %d: %s (target %s, server pid %d)"):format(dev.id, dev.path, opts.target, pid)
-  end
-  -- Create and start the device. SIGINT/SIGTERM/SIGHUP from here on are read by run(), even when they
-  -- come while it starts (`ublk del` may signal the server once START_DEV has published its pid).
   local early
   local function bring_up()
     early = core.catch_signals { core.SIGINT, core.SIGTERM, core.SIGHUP }
-    local dev, msg = ublk.new(opts)
+    local dev, msg = make()
     if not dev then early:close() return nil, msg end
     local started, smsg = dev:start()
     if not started then dev:delete() early:close() return nil, smsg end
@@ -287,42 +310,37 @@ function commands.add(ublk, opts, a)
     local done, reason = dev:run(early)
     return done, done and ("ublk device %d: stopped (%s) and deleted"):format(dev.id, reason) or reason
   end
-  if a.foreground then
-    local dev, msg = bring_up()
-    if not dev then err("%s", msg) return 1 end
-    out("%s", announce(dev, core.getpid()))
-    io.stdout:flush()
-    local done, what = serve(dev)
-    if not done then err("%s", what) return 1 end
-    out("%s", what)
-    return 0
-  end
-  local role, report, pid, status = core.daemon(a.log)
-  if role == nil then err("%s", report) return 1 end -- pipe or fork failed: nothing was created
-  if role == "parent" then
-    -- the report: the server's trace lines (with --trace and no --log), then "ready ..." or "error ..."
-    local at = 1
-    while report:find("^trace ", at) do
-      local stop = report:find("\n", at, true) or #report
-      io.stderr:write(report:sub(at + 6, stop))
-      at = stop + 1
-    end
-    report = report:sub(at)
-    local line = report:match("^ready (.-)\n")
-    if line then out("%s", line) return 0 end
-    local reason = report:match("^error (.*)") or ""
-    reason = reason:gsub("\n$", "")
-    if reason == "" then
-      reason = ("the server (pid %d) exited before the device was live%s"):format(pid,
-        status and (" (wait status %d)"):format(status) or "")
-    end
-    err("%s", reason)
-    return 1
-  end
-  -- the background server: tell the parent once live, or why not. Its stderr is the log (or
-  -- nowhere), so with --trace and no --log the trace of bringing the device up goes to the parent,
-  -- which prints it on its own stderr; what comes later goes to the log.
-  local fd = report
+  return bring_up, serve
+end
+
+-- --foreground: serve in this process.
+local function in_foreground(ublk, bring_up, serve, announce)
+  local dev, msg = bring_up()
+  if not dev then err("%s", msg) return 1 end
+  out("%s", announce(dev, ublk.core.getpid()))
+  io.stdout:flush()
+  local done, what = serve(dev)
+  if not done then err("%s", what) return 1 end
+  out("%s", what)
+  return 0
+end
+
+-- `ublk add`/`ublk recover` in the parent: print what the background server reported; the status.
+local function report_of(report, pid, status)
+  if not report then err("%s", pid) return 1 end -- pipe or fork failed: nothing was created
+  local kind, text, traces = background.parse(report, pid, status)
+  io.stderr:write(traces)
+  if kind == "ready" then out("%s", text) return 0 end
+  err("%s", text)
+  return 1
+end
+
+-- The background server: bring the device up, tell the parent once live (or why not), and serve it
+-- until it is stopped. Its stderr is the log (or nowhere), so with --trace and no --log the trace of
+-- bringing the device up goes to the parent, which prints it on its own stderr; what comes later
+-- goes to the log.
+local function serve_in_background(ublk, a, fd, bring_up, announce, serve)
+  local core = ublk.core
   local held = {}
   if a.trace and not a.log then
     ublk.trace(true, { write = function(self, ...)
@@ -346,6 +364,67 @@ function commands.add(ublk, opts, a)
   local done, what = serve(dev)
   io.stderr:write(what, "\n")
   os.exit(done and 0 or 1)
+end
+
+function commands.add(ublk, opts, a)
+  -- misuse and a backing store that cannot be used are told here, before anything goes to the
+  -- background; what the kernel lacks too (its features), from a control handle closed before the fork
+  local control = require("ublk.control")
+  if control.get() and not a.foreground then control.release() end
+  local ok, checked, why = pcall(ublk.check, opts)
+  if not ok then err("%s", as_flag_misuse(checked)) return 2 end
+  if not checked then err("%s", why) return 1 end
+  local function announce(dev, pid)
+    return ("ublk device %d: %s (target %s, server pid %d)"):format(dev.id, dev.path, opts.target, pid)
+  end
+  local bring_up, serve = server_steps(ublk, function() return ublk.new(opts) end)
+  if a.foreground then return in_foreground(ublk, bring_up, serve, announce) end
+  if a.restart then
+    local again = {} -- what a new server is given: the device's options are the kernel's
+    for k, v in pairs(opts) do if k ~= "id" then again[k] = v end end
+    return report_of(background.fork(a.log, function(fd)
+      background.supervise(fd, a.log, function(pfd) serve_in_background(ublk, a, pfd, bring_up, announce, serve) end,
+        function(pfd, id)
+          local up, on = server_steps(ublk, function() return ublk.recover(id, again) end)
+          serve_in_background(ublk, a, pfd, up, announce, on)
+        end)
+    end))
+  end
+  return report_of(background.fork(a.log, function(fd) serve_in_background(ublk, a, fd, bring_up, announce, serve) end))
+end
+
+function commands.recover(ublk, id, a)
+  local core = ublk.core
+  local records = require("ublk.records")
+  if not core.exists("/sys/class/ublk-char/ublkc" .. id) then err("recover: there is no ublk device %d", id) return 1 end
+  local r = records.read(id)
+  if not r then
+    err("recover: device %d has no run record in %s (its server wrote none: it ran without root, or with another "
+      .. "UBLK_RUN_DIR): give it a new server from a program, with ublk.recover(%d, opts)", id, records.dir(), id)
+    return 1
+  end
+  if r.argv then
+    -- a device with Lua in its path: its program runs again, and its first ublk.new recovers the device
+    if a.foreground then
+      return misuse("recover: device %d was served by a program (%s): run it again yourself with UBLK_RECOVER=%d to serve it in the foreground",
+        id, table.concat(r.argv, " "), id)
+    end
+    return report_of(background.fork(a.log, function(fd)
+      local env = { UBLK_RECOVER = tostring(id), UBLK_REPORT_FD = tostring(fd) }
+      for k, v in pairs(r.env or {}) do env[k] = v end
+      local _, msg = core.exec(r.argv, env, fd, r.cwd)
+      core.notify(fd, ("error recover: cannot run the program that served device %d (%s in %s): %s\n"):format(
+        id, table.concat(r.argv, " "), r.cwd, msg))
+      os.exit(1)
+    end))
+  end
+  local opts = { target = r.target, path = r.path, direct = r.direct, offset = r.offset }
+  local function announce(dev, pid)
+    return ("ublk device %d: %s (recovered, target %s, server pid %d)"):format(dev.id, dev.path, r.target, pid)
+  end
+  local bring_up, serve = server_steps(ublk, function() return ublk.recover(id, opts) end)
+  if a.foreground then return in_foreground(ublk, bring_up, serve, announce) end
+  return report_of(background.fork(a.log, function(fd) serve_in_background(ublk, a, fd, bring_up, announce, serve) end))
 end
 
 function commands.decode(_, args)
@@ -382,6 +461,34 @@ function M.main(argv)
     a.trace = a.trace or first == 3
     if a.trace then ublk.trace(true) end
     local ok, status = xpcall(commands.add, debug.traceback, ublk, opts, a)
+    if not ok then err("internal error: %s", status) return 1 end
+    return status
+  end
+  if argv[1] == "recover" or (argv[1] == "--trace" and argv[2] == "recover") then
+    local a = { trace = argv[1] == "--trace" }
+    local i = a.trace and 3 or 2
+    while i <= #argv do
+      local v = argv[i]
+      if v == "-h" or v == "--help" then io.stdout:write(HELP.recover) return 0
+      elseif v == "--foreground" then a.foreground = true
+      elseif v == "--trace" then a.trace = true
+      elseif v == "--log" then
+        i = i + 1
+        a.log = argv[i]
+        if not a.log then return misuse("recover: --log needs a file") end
+      elseif v:match("^%-%-log=") then a.log = v:sub(7)
+      elseif v:match("^%-") then return misuse("recover: unknown option '%s'", v)
+      elseif a.id then return misuse("recover: one device id, not '%s' as well", v)
+      else
+        a.id = math.tointeger(tonumber(v))
+        if not a.id or a.id < 0 then return misuse("recover: '%s' is not a device id", v) end
+      end
+      i = i + 1
+    end
+    if not a.id then return misuse("recover: name the device id") end
+    local ublk = require("ublk")
+    if a.trace then ublk.trace(true) end
+    local ok, status = xpcall(commands.recover, debug.traceback, ublk, a.id, a)
     if not ok then err("internal error: %s", status) return 1 end
     return status
   end

@@ -81,6 +81,15 @@ function M.get()
   return c
 end
 
+--- Close the shared control handle (the next use opens it again), keeping what it learned (features,
+-- opcode style): for a program that forks next, whose child must not share the ring.
+function M.release()
+  if state.control then
+    state.control:close()
+    state.control = nil
+  end
+end
+
 -- The devices this Lua state serves: id -> idle_for(name), which gives the idle function a command
 -- `name` about the device needs (one that would wait for requests only this thread answers), or
 -- nil. Weak: a device left to the collector is still collected.

@@ -126,10 +126,30 @@ local function create(dev, o, tgt)
   return dev
 end
 
+-- `ublk recover` runs a program again with UBLK_RECOVER=ID in its environment (and UBLK_REPORT_FD,
+-- its report pipe): the program's first ublk.new recovers that device instead of making one.
+local pending_recovery = math.tointeger(tonumber(os.getenv("UBLK_RECOVER") or ""))
+
+-- ublk.new in a program `ublk recover` started: recover the device, and tell `ublk recover` how it went.
+local function new_recovered(opts)
+  local id = pending_recovery
+  pending_recovery = nil
+  local o = {}
+  for k, v in pairs(opts) do if k ~= "id" then o[k] = v end end
+  local dev, msg, errno = M.recover(id, o)
+  local fd = math.tointeger(tonumber(os.getenv("UBLK_REPORT_FD") or ""))
+  if fd then
+    core.notify(fd, dev and ("ready ublk device %d: %s (recovered, server pid %d)\n"):format(id, dev.path, core.getpid())
+      or ("error " .. tostring(msg) .. "\n"))
+  end
+  return dev, msg, errno
+end
+
 --- Create a device (ublk.new): see doc/api.md for every option.
 -- @tparam table opts
 -- @return device | nil, message, errno
 function M.new(opts)
+  if pending_recovery and type(opts) == "table" then return new_recovered(opts) end
   local c, msg, errno = control.get()
   local o, tgt, terrno = M.check(opts) -- misuse raises, whatever the kernel
   if not o then return nil, tgt, terrno end
@@ -150,10 +170,8 @@ end
 local implied = { cmd_ioctl_encode = true, uring_cmd_comp_in_task = true, per_io_daemon = true,
   buf_reg_off_daemon = true, safe_stop_dev = true }
 
---- GET_PARAMS, decoded into the keys `ublk.new` takes.
--- @return params | nil, msg, errno
-function Device:params()
-  local id = owned(self)
+-- GET_PARAMS of device `id`, decoded into the keys `ublk.new` takes.
+local function params_of(id)
   local size = core.layout("params").size
   local res, out, errno = command("GET_PARAMS", { dev_id = id, buf = string.pack("<I4", size), len = size })
   if not res then return nil, out, errno end
@@ -161,8 +179,17 @@ function Device:params()
   if not info then return nil, msg, errno2 end
   local o = params.decode(out, info)
   o.flags = {}
-  for _, n in ipairs(info.flags) do if not implied[n] then o.flags[#o.flags + 1] = n end end
+  o.recovery = params.recovery_of(info.flags)
+  for _, n in ipairs(info.flags) do
+    if not implied[n] and not (o.recovery and params.recovery_flags[n]) then o.flags[#o.flags + 1] = n end
+  end
   return o
+end
+
+--- GET_PARAMS, decoded into the keys `ublk.new` takes.
+-- @return params | nil, msg, errno
+function Device:params()
+  return params_of((owned(self)))
 end
 
 --- GET_QUEUE_AFFINITY: the CPUs queue `q` is meant to run on.
@@ -227,8 +254,9 @@ local function idler(dev, grace)
   end
 end
 
--- dev:start() once its misuse is ruled out: the queues, START_DEV, the device node.
-local function serve(self, id, data, tgt, lua_ops)
+-- dev:start() once its misuse is ruled out: the queues, START_DEV, the device node. A recovery
+-- (after START_USER_RECOVERY) ends with END_USER_RECOVERY instead of START_DEV.
+local function serve(self, id, data, tgt, lua_ops, recovering)
   local o = data.options
   local cfg = { target = tgt.target, path = tgt.path, offset = tgt.offset, direct = tgt.direct,
     size = o.size, block_size = o.block_size, read_only = o.read_only,
@@ -266,8 +294,10 @@ local function serve(self, id, data, tgt, lua_ops)
     return nil, with_restart_hint(("device %d: starting the queues: %s"):format(id, msg)), errno
   end
   local res
-  -- START_DEV may read the partition table through the queues: Lua serves meanwhile
-  res, msg, errno = command("START_DEV", { dev_id = id, data = core.getpid(), idle = idler(self) })
+  -- START_DEV may read the partition table through the queues, and END_USER_RECOVERY gives the new
+  -- server what was requeued at once: Lua serves meanwhile
+  res, msg, errno = command(recovering and "END_USER_RECOVERY" or "START_DEV",
+    { dev_id = id, data = core.getpid(), idle = idler(self) })
   if not res then
     I.stop_queues(self)
     return nil, with_restart_hint(msg), errno
@@ -287,7 +317,8 @@ local function serve(self, id, data, tgt, lua_ops)
     self:stop()
     return nil, ("device %d: START_DEV succeeded but %s did not appear within 10 s (is devtmpfs or udev running?)"):format(id, data.path), core.errno.ENODEV
   end
-  records.write(id, tgt.target, tgt.path)
+  records.write(id, { target = tgt.target, path = tgt.path, direct = tgt.path and tgt.direct, offset = tgt.path and tgt.offset,
+    recovery = o.recovery, program = lua_ops ~= nil })
   return true
 end
 
@@ -452,6 +483,103 @@ end
 -- @function Device:close
 Device.close = Device.delete
 
+-- How long recovery waits for the kernel to release the old server's device: 6.12 quiesces a queue
+-- whose every tag was in flight only when the block layer's 30 s request timeout strikes.
+local RECOVER_WAIT = 45
+
+-- Keys of a recovered device that are the kernel's: a value given for one must be the device's.
+local FIXED = { "size", "block_size", "queues", "depth", "read_only", "recovery" }
+
+-- ublk.recover's checks: the device can take a new server here, and the options fit it. Returns the
+-- device's options (the kernel's), the target, and info; or nil, msg, errno.
+local function recovery_plan(id, opts)
+  local info, msg, errno = M.info(id)
+  if not info then return nil, msg, errno end
+  local kp
+  kp, msg, errno = params_of(id)
+  if not kp then return nil, msg, errno end
+  if not kp.recovery then
+    return nil, ("ublk.recover: device %d was made without recovery (flags %s): no new server can take it; " ..
+      "delete it (ublk del %d) and make it again with recovery = 'requeue', 'fail_in_flight' or 'fail_io'"):format(
+      id, table.concat(info.flags, ","), id), core.errno.EINVAL
+  end
+  if info.state == "dead" then
+    return nil, ("ublk.recover: device %d is DEAD (stopped): only ublk del %d is left"):format(id, id), core.errno.ENODEV
+  end
+  if info.state == "live" and info.pid > 0 and not M.process_ended(info.pid) then
+    return nil, ("ublk.recover: device %d is LIVE, served by pid %d: a new server takes over only once that one is gone"):format(
+      id, info.pid), core.errno.EBUSY
+  end
+  -- the file target makes a missing file; here that would be a device of zeros in place of the data
+  if opts.target == "file" and type(opts.path) == "string" and not core.exists(opts.path) then
+    return nil, ("ublk.recover: file target: %s: No such file or directory (the backing file holds the device's data: "
+      .. "a new one would serve zeros)"):format(opts.path), core.errno.ENOENT
+  end
+  local want = {}
+  for k, v in pairs(opts) do want[k] = v end
+  for _, k in ipairs { "size", "block_size" } do if want[k] == nil then want[k] = kp[k] end end
+  local o, tgt, terrno = M.check(want) -- misuse raises
+  if not o then return nil, tgt, terrno end
+  if not tgt then error("ublk.recover: no target: give target = 'null' or 'file' with its options, or handler = {...}", 3) end
+  for _, k in ipairs(FIXED) do
+    local given = o[k]
+    if k == "queues" or k == "depth" then given = opts[k] end
+    if given ~= nil and given ~= kp[k] and not (k == "read_only" and kp.read_only) then
+      return nil, ("ublk.recover: %s = %s, but device %d has %s = %s (a recovered device keeps what it was made with)"):format(
+        k, tostring(given), id, k, tostring(kp[k])), core.errno.EINVAL
+    end
+  end
+  kp.id = id
+  return kp, tgt, info
+end
+
+--- Give device `id`, whose server is gone, a new server in this process (ublk.recover): see doc/api.md.
+-- `opts` names the target as for ublk.new; the device's size, queues and limits are the kernel's.
+-- @return device (started) | nil, msg, errno
+function M.recover(id, opts)
+  if math.type(id) ~= "integer" or id < 0 or id >= 1 << 20 then
+    error(("ublk.recover: id = %s: must be a device number from 0 to %d"):format(tostring(id), (1 << 20) - 1), 2)
+  end
+  if type(opts) ~= "table" then error("ublk.recover: expected a table of options, got " .. type(opts), 2) end
+  local c, msg, errno = control.get()
+  if not c then return nil, msg, errno end
+  local o, tgt, info = recovery_plan(id, opts)
+  if not o then return nil, tgt, info end
+  local dev = I.new(c)
+  local function take_over()
+    -- EBUSY until the kernel has quiesced the device and the old server's /dev/ublkcN is released
+    local deadline = core.monotonic() + RECOVER_WAIT
+    local res, m, e
+    repeat
+      res, m, e = command("START_USER_RECOVERY", { dev_id = id })
+      if res or e ~= core.errno.EBUSY then break end
+      core.sleep(0.1)
+    until core.monotonic() > deadline
+    if not res then
+      if e == core.errno.EBUSY then
+        m = ("%s (still after %d s: is the old server, pid %d, still running?)"):format(m, RECOVER_WAIT, info.pid)
+      end
+      return nil, m, e
+    end
+    I.adopt(dev, id)
+    mine[id] = dev
+    local data = I.data(dev)
+    data.id, data.char_path, data.path = id, "/dev/ublkc" .. id, "/dev/ublkb" .. id
+    data.options, data.target = o, tgt
+    local ok
+    ok, m, e = serve(dev, id, data, tgt, tgt.handler or tgt.hooks, true)
+    if not ok then
+      -- the device stays as the crash left it, for another try or ublk del
+      I.forget(dev)
+      mine[id] = nil
+      return nil, ("%s; device %d is left without a server: try again, or ublk del %d"):format(m, id, id), e
+    end
+    return dev
+  end
+  local made, why, errno2 = with_signals_held(dev, take_over)
+  return made, why, errno2 -- not a tail call: a traceback shows ublk.recover
+end
+
 --- Whether process pid has ended: gone, or a zombie nobody has reaped yet (what ublk.delete waits for).
 function M.process_ended(pid)
   local f = io.open(("/proc/%d/stat"):format(pid))
@@ -481,7 +609,15 @@ function M.list()
     local info = M.info(id)
     if info then -- a device deleted meanwhile is simply gone
       local r = records.read(id)
-      if r and tonumber(r.pid) == info.pid then info.target, info.backing = r.target, r.path end
+      local alive = info.pid > 0 and not M.process_ended(info.pid)
+      -- a record left behind is the last server's: it died (7.3 reports its pid as -1 then)
+      if r and (tonumber(r.pid) == info.pid or not alive) then info.target, info.backing = r.target, r.path end
+      if alive then
+        info.server = "alive"
+      elseif r or info.state ~= "dead" then
+        info.server = "gone"
+      end
+      info.recovery = params.recovery_of(info.flags)
       out[#out + 1] = info
     end
   end

@@ -98,8 +98,32 @@ M.keys = {
   { "seg_boundary", "a power of two >= 4096: segments never cross it" },
   { "max_segment_size", "bytes, 4096 .. 2^32 - 1" },
   { "max_segments", "1 .. 65535" },
+  { "recovery", "what a device does while no server runs: 'requeue', 'fail_in_flight' or 'fail_io' " ..
+    "(default nil: it dies with its server)" },
   { "flags", "list of ublk feature names to request, e.g. {'user_copy'}" },
 }
+
+--- The recovery modes: the flags each asks for, and the first Linux release whose ublk driver has them.
+-- requeue: requests in flight go to the next server, new ones wait for it; fail_in_flight: those in
+-- flight fail (EIO), new ones wait; fail_io: every request fails until a new server comes.
+M.recovery_modes = {
+  requeue = { flags = { "user_recovery", "user_recovery_reissue" }, linux = "6.1" },
+  fail_in_flight = { flags = { "user_recovery" }, linux = "6.1" },
+  fail_io = { flags = { "user_recovery", "user_recovery_fail_io" }, linux = "6.13" },
+}
+local recovery_flag = { user_recovery = true, user_recovery_reissue = true, user_recovery_fail_io = true }
+--- The flags a recovery mode stands for (dev:params() gives the mode instead).
+M.recovery_flags = recovery_flag
+
+--- The recovery mode a device's flag names give (nil: none).
+function M.recovery_of(names)
+  local set = {}
+  for _, n in ipairs(names) do set[n] = true end
+  if not set.user_recovery then return nil end
+  if set.user_recovery_reissue then return "requeue" end
+  if set.user_recovery_fail_io then return "fail_io" end
+  return "fail_in_flight"
+end
 local known = {}
 for _, k in ipairs(M.keys) do known[k[1]] = true end
 
@@ -209,6 +233,21 @@ function M.check(opts, features, others)
       end
       o.flags[#o.flags + 1] = name
     end
+  end
+  if opts.recovery ~= nil then
+    local mode = M.recovery_modes[opts.recovery]
+    if not mode then fail("recovery", opts.recovery, "must be 'requeue', 'fail_in_flight' or 'fail_io' (or nil: none)") end
+    for _, name in ipairs(o.flags) do
+      if recovery_flag[name] then fail("flags", name, "comes with recovery = '" .. opts.recovery .. "': give the mode, not the flag") end
+    end
+    for _, name in ipairs(mode.flags) do
+      if features and features & (1 << flag_bit[name]) == 0 then
+        fail("recovery", opts.recovery, ("needs UBLK_F_%s, which the running kernel's ublk driver lacks (Linux %s brings it)"):format(
+          name:upper(), mode.linux))
+      end
+      o.flags[#o.flags + 1] = name
+    end
+    o.recovery = opts.recovery
   end
   return o
 end

@@ -78,6 +78,10 @@ function M.prepare(opts)
   if name == "null" then
     if dev.discard == nil and dev.max_discard == nil then dev.discard = true end
   elseif name == "ram" then
+    if dev.recovery ~= nil then
+      fail("recovery", dev.recovery, "the ram target keeps its data in the server's memory, which dies with it " ..
+        "(a new server would serve zeros): use target = 'file'")
+    end
     if dev.discard == nil and dev.max_discard == nil then dev.discard = true end
     local size = dev.size and params.parse_size(dev.size)
     if size and size > RAM_MAX then fail("size", dev.size, "the ram target holds at most 64 TiB") end
