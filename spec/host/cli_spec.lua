@@ -6,11 +6,11 @@ describe("ublk command line", function()
     local code, out = run.ublk("--help")
     assert.are.equal(0, code)
     assert.matches("usage: ublk COMMAND", out)
-    for _, c in ipairs { "doctor", "features", "list", "del", "decode" } do assert.matches("\n  " .. c, out) end
+    for _, c in ipairs { "doctor", "features", "add", "recover", "list", "del", "decode" } do assert.matches("\n  " .. c, out) end
   end)
 
   it("prints each command's help", function()
-    for _, c in ipairs { "doctor", "features", "list", "del", "decode", "version" } do
+    for _, c in ipairs { "doctor", "features", "add", "recover", "list", "del", "decode", "version" } do
       local code, out = run.ublk(c .. " --help")
       assert.are.equal(0, code, c)
       assert.matches("^usage: ublk " .. c, out)
@@ -34,6 +34,14 @@ describe("ublk command line", function()
     { "add -t ram --block-size 3", "ublk: add: --block-size 3: must be a power of two from 512 to 4 KiB" },
     { "add -t file", "ublk: add: -f/--file: the file target needs the path of a file or block device" },
     { "add -t null --max-io 5", "ublk: add: --max-io 5: must be a multiple of the page size" },
+    { "add -t null --recovery maybe", "ublk: add: --recovery maybe: must be 'requeue', 'fail_in_flight' or 'fail_io'" },
+    { "add -t ram --recovery requeue", "ublk: add: --recovery requeue: the ram target keeps its data in the server's memory" },
+    { "add -t null --restart", "ublk: add: --restart needs --recovery MODE (requeue, fail_in_flight or fail_io)" },
+    { "add -t null --recovery requeue --restart --foreground", "ublk: add: --restart supervises a server in the background" },
+    { "recover", "ublk: recover: name the device id" },
+    { "recover seven", "ublk: recover: 'seven' is not a device id" },
+    { "recover 1 2", "ublk: recover: one device id, not '2' as well" },
+    { "recover 1 --bogus", "ublk: recover: unknown option '--bogus'" },
   }
   for _, m in ipairs(misuse) do
     it("exits 2 on misuse: ublk " .. m[1], function()

@@ -37,6 +37,9 @@ describe("ublk.new options", function()
     { { size = "lots" }, "ublk.new: size = lots: expected a whole number of bytes ('lots' is not a size (examples: 4096, 512K, 64M, 1G))" },
     { { size = 2^20, colour = "blue" }, "ublk.new: unknown option 'colour' (known: " },
     { { queues = 1 }, "ublk.new: size is required (bytes, a multiple of block_size)" },
+    { { size = 2^20, recovery = "sometimes" }, "ublk.new: recovery = sometimes: must be 'requeue', 'fail_in_flight' or 'fail_io' (or nil: none)" },
+    { { size = 2^20, recovery = "requeue", flags = { "user_recovery" } },
+      "ublk.new: flags = user_recovery: comes with recovery = 'requeue': give the mode, not the flag" },
   }
   for _, c in ipairs(cases) do
     it("refuses: " .. c[2]:sub(11, 60), function()
@@ -49,6 +52,25 @@ describe("ublk.new options", function()
     local ok, msg = pcall(params.check, { size = 2^20, flags = { "user_copy" } }, 0x1fe & ~(1 << 7))
     assert.is_false(ok)
     assert.are.equal("ublk.new: flags = user_copy: is not supported by the running kernel (see `ublk features`)", msg)
+  end)
+
+  it("turns each recovery mode into the kernel's flags, and back; a mode the kernel lacks names the release", function()
+    local want = { requeue = { "user_recovery", "user_recovery_reissue" }, fail_in_flight = { "user_recovery" },
+      fail_io = { "user_recovery", "user_recovery_fail_io" } }
+    for mode, flags in pairs(want) do
+      local o = params.check({ size = 2^20, recovery = mode }, 0x3fe)
+      assert.are.same(flags, o.flags)
+      assert.are.equal(mode, params.recovery_of(o.flags))
+      local info = core.unpack("dev_info", params.dev_info(o))
+      assert.are.equal(params.flags_mask(flags), info.flags)
+    end
+    assert.is_nil(params.recovery_of { "user_copy" })
+    -- 6.12's features: bits 1 to 8, without USER_RECOVERY_FAIL_IO (bit 9)
+    local ok, msg = pcall(params.check, { size = 2^20, recovery = "fail_io" }, 0x1fe)
+    assert.is_false(ok)
+    assert.are.equal("ublk.new: recovery = fail_io: needs UBLK_F_USER_RECOVERY_FAIL_IO, which the running kernel's " ..
+      "ublk driver lacks (Linux 6.13 brings it)", msg)
+    assert.are.same({ "user_recovery", "user_recovery_reissue" }, params.check({ size = 2^20, recovery = "requeue" }, 0x1fe).flags)
   end)
 
   it("fills the defaults and accepts sizes as text", function()

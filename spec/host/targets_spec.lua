@@ -21,6 +21,13 @@ describe("target options", function()
     end
   end)
 
+  it("refuses recovery for the ram target, whose data dies with its server", function()
+    assert.has_error(function() targets.prepare { target = "ram", size = "1G", recovery = "requeue" } end,
+      "ublk.new: recovery = requeue: the ram target keeps its data in the server's memory, which dies with it " ..
+      "(a new server would serve zeros): use target = 'file'")
+    assert.is_not_nil((targets.prepare { target = "null", size = "1G", recovery = "requeue" }))
+  end)
+
   it("refuses a ram disk over 64 TiB and options of another target", function()
     assert.has_error(function() targets.prepare { target = "ram", size = "65T" } end,
       "ublk.new: size = 65T: the ram target holds at most 64 TiB")

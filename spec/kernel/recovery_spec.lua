@@ -116,6 +116,46 @@ describe("recovery on the real driver", function()
     os.remove(img)
   end)
 
+  -- what each mode does with a request the server held when it died: a write a hook delays
+  local modes = { { "requeue", "quiesced", true }, { "fail_in_flight", "quiesced", false } }
+  if kernel.series ~= "6.12" then modes[3] = { "fail_io", "fail_io", false } end
+  for _, m in ipairs(modes) do
+    local mode, state, kept = table.unpack(m)
+    it(("%s: a write the killed server held %s"):format(mode, kept and "is done by the next server" or "fails at once"), function()
+      local img, src, log = TMP .. "/slow.img", TMP .. "/slow-src", TMP .. "/slow.log"
+      sh(("rm -f %s && truncate -s 16M %s && dd if=/dev/urandom of=%s bs=4k count=1 2>/dev/null"):format(img, img, src))
+      local j = job.start(("exec lua5.4 spec/support/slow_writes.lua %s %s 2"):format(img, mode), true)
+      local id, path = j:expect("ublk device (%d+): (/dev/ublkb%d+)", 60)
+      id = tonumber(id)
+      local w = job.start(("dd if=%s of=%s bs=4k count=1 seek=3 oflag=direct"):format(src, path))
+      core.sleep(0.5)
+      assert.is_nil(w:status(), "the write waits in the hook")
+      kill_server(id, device(id).pid, state)
+      j:wait(30)
+      j:cleanup()
+      if not kept then
+        local rc, _, werr = w:wait(10)
+        assert.are_not.equal(0, rc, "the held write failed")
+        assert.matches("Input/output error", werr)
+      end
+      local code, out, err = run.ublk("recover " .. id .. " --log " .. log)
+      assert.are.equal(0, code, err .. (run.slurp(log) or ""))
+      assert.matches("recovered", out)
+      local rc, _, werr = w:wait(60)
+      w:cleanup()
+      if kept then
+        assert.are.equal(0, rc, werr)
+        sh(("cmp -n 4096 -i 0:%d %s %s"):format(3 * 4096, src, img))
+      else
+        sh(("cmp -n 4096 -i %d %s /dev/zero"):format(3 * 4096, img))
+      end
+      code, out, err = run.ublk("del " .. id)
+      assert.are.equal(0, code, err .. out)
+      no_devices_left()
+      for _, f in ipairs { img, src, log } do os.remove(f) end
+    end)
+  end
+
   it("ublk add --restart: the server is killed three times during one fio run; fio's verify pass is clean", function()
     local img, log = TMP .. "/restart.img", TMP .. "/restart.log"
     os.remove(img)
