@@ -31,6 +31,14 @@ if arg[2] then
   -- unbuffered: a block is in the file (the kernel's page cache) before its request is answered
   overlay:setvbuf("no")
   map:setvbuf("no")
+end
+
+-- The overlay's marks, read at the first request: a server taking the device over starts while the
+-- old one still writes, and the kernel sends it requests only once the old one has let go.
+local loaded = not overlay
+local function load_marks()
+  loaded = true
+  map:seek("set", 0)
   local marks = map:read("a")
   for b = 1, #marks do if marks:byte(b) == 1 then written[b - 1] = true end end
 end
@@ -54,6 +62,7 @@ local function keep(b, data)
 end
 
 local function read(req)
+  if not loaded then load_marks() end
   local buf, first, n = req.buf, req.offset // BS, req.length // BS
   local i = 0
   while i < n do
@@ -72,11 +81,13 @@ local function read(req)
 end
 
 local function write(req)
+  if not loaded then load_marks() end
   local buf, first = req.buf, req.offset // BS
   for i = 0, req.length // BS - 1 do keep(first + i, buf:read(i * BS, BS)) end
 end
 
 local function zero(req) -- discard and write-zeroes: zeros from now on, whatever the base holds
+  if not loaded then load_marks() end
   for b = req.offset // BS, (req.offset + req.length) // BS - 1 do keep(b, ZERO) end
 end
 
@@ -91,4 +102,5 @@ print(("ublk device %d: %s (copy-on-write over %s, %d MiB)"):format(dev.id, dev.
 local _, why = assert(dev:run())
 local n = 0
 for _ in pairs(written) do n = n + 1 end
-print(("stopped (%s) and deleted; %d blocks were written, %s is untouched"):format(why, n, path))
+local ending = why == "handed over" and "handed over to the next server" or ("stopped (%s) and deleted"):format(why)
+print(("%s; %d blocks were written, %s is untouched"):format(ending, n, path))

@@ -39,6 +39,15 @@ M.new = device.new
 -- @return device | nil, message, errno
 M.recover = device.recover
 
+--- Take device `id` over from its live server, which hands it over (Linux 6.16 and later): the server is
+-- sent SIGUSR1, its `dev:run()` calls `dev:handover()` (QUIESCE_DEV, then it lets go of the device),
+-- and this process recovers the device as `ublk.recover` does. I/O waits meanwhile; none fails.
+-- @function take_over
+-- @tparam integer id
+-- @tparam table opts
+-- @return device | nil, message, errno
+M.take_over = device.take_over
+
 --- Check options as `ublk.new` does, without creating anything (for tools that fork first).
 -- Raises on bad input; returns nil, msg, errno when the OS refuses (e.g. a missing backing file).
 -- @function check

@@ -521,5 +521,6 @@ void ublk_lua_open_process(lua_State *L)
 	ublk_lua_set_int(L, "SIGINT", SIGINT);
 	ublk_lua_set_int(L, "SIGTERM", SIGTERM);
 	ublk_lua_set_int(L, "SIGHUP", SIGHUP);
+	ublk_lua_set_int(L, "SIGUSR1", SIGUSR1);
 	ublk_lua_set_int(L, "SIGKILL", SIGKILL);
 }

@@ -14,6 +14,7 @@ commands:
   features [--json]    the kernel's ublk features (GET_FEATURES)
   add -t TARGET ...    create a device served in the background (`ublk add --help`)
   recover ID           give a device whose server is gone a new server (`ublk recover --help`)
+  upgrade ID           replace a device's live server without a failed request (`ublk upgrade --help`)
   list [--json]        every ublk device on the system
   del ID... | --all    stop their servers and delete devices
   decode KIND HEX...   read bytes as the kernel reads them (KIND: sqe, ctrl-cmd, dev-info, params)
@@ -81,6 +82,17 @@ its server left in /run/ublk, and returns once the device is live again. A C tar
 this program in the background, as ublk add serves it; a device with Lua in its path (a handler
 or hooks) has its program run again, in its directory, with UBLK_RECOVER=ID in its environment:
 its first ublk.new recovers the device.
+  --log FILE       where the new server writes its messages (default: nowhere)
+  --foreground     C targets: serve in this process until Ctrl-C or ublk del
+]],
+  upgrade = [[
+usage: ublk upgrade ID [--log FILE] [--foreground] [--trace]
+
+Replaces the live server of device ID (made with recovery, on Linux 6.16 or later) with a new one,
+without a failed request: the new server (this program's build of a C target, or the device's
+program run again, as ublk recover does) asks the old one to hand the device over (SIGUSR1; its
+dev:run() sends QUIESCE_DEV, answers what it holds and exits), then recovers it. I/O waits
+meanwhile. On an older kernel it says so: kill the server and ublk recover instead.
   --log FILE       where the new server writes its messages (default: nowhere)
   --foreground     C targets: serve in this process until Ctrl-C or ublk del
 ]],
@@ -299,7 +311,7 @@ local function server_steps(ublk, make)
   local core = ublk.core
   local early
   local function bring_up()
-    early = core.catch_signals { core.SIGINT, core.SIGTERM, core.SIGHUP }
+    early = core.catch_signals { core.SIGINT, core.SIGTERM, core.SIGHUP, core.SIGUSR1 }
     local dev, msg = make()
     if not dev then early:close() return nil, msg end
     local started, smsg = dev:start()
@@ -308,6 +320,7 @@ local function server_steps(ublk, make)
   end
   local function serve(dev)
     local done, reason = dev:run(early)
+    if done and reason == "handed over" then return true, ("ublk device %d: handed over to the next server"):format(dev.id) end
     return done, done and ("ublk device %d: stopped (%s) and deleted"):format(dev.id, reason) or reason
   end
   return bring_up, serve
@@ -395,34 +408,38 @@ end
 
 function commands.recover(ublk, id, a)
   local core = ublk.core
+  local verb = a.take_over and "upgrade" or "recover"
+  local make = a.take_over and ublk.take_over or ublk.recover
   local records = require("ublk.records")
-  if not core.exists("/sys/class/ublk-char/ublkc" .. id) then err("recover: there is no ublk device %d", id) return 1 end
+  if not core.exists("/sys/class/ublk-char/ublkc" .. id) then err("%s: there is no ublk device %d", verb, id) return 1 end
   local r = records.read(id)
   if not r then
-    err("recover: device %d has no run record in %s (its server wrote none: it ran without root, or with another "
-      .. "UBLK_RUN_DIR): give it a new server from a program, with ublk.recover(%d, opts)", id, records.dir(), id)
+    err("%s: device %d has no run record in %s (its server wrote none: it ran without root, or with another "
+      .. "UBLK_RUN_DIR): give it a new server from a program, with ublk.%s(%d, opts)", verb, id, records.dir(),
+      a.take_over and "take_over" or "recover", id)
     return 1
   end
   if r.argv then
     -- a device with Lua in its path: its program runs again, and its first ublk.new recovers the device
     if a.foreground then
-      return misuse("recover: device %d was served by a program (%s): run it again yourself with UBLK_RECOVER=%d to serve it in the foreground",
-        id, table.concat(r.argv, " "), id)
+      return misuse("%s: device %d was served by a program (%s): run it again yourself with UBLK_RECOVER=%d%s to serve it in the foreground",
+        verb, id, table.concat(r.argv, " "), id, a.take_over and " UBLK_TAKE_OVER=1" or "")
     end
     return report_of(background.fork(a.log, function(fd)
-      local env = { UBLK_RECOVER = tostring(id), UBLK_REPORT_FD = tostring(fd) }
+      local env = { UBLK_RECOVER = tostring(id), UBLK_REPORT_FD = tostring(fd), UBLK_TAKE_OVER = a.take_over and "1" or nil }
       for k, v in pairs(r.env or {}) do env[k] = v end
       local _, msg = core.exec(r.argv, env, fd, r.cwd)
-      core.notify(fd, ("error recover: cannot run the program that served device %d (%s in %s): %s\n"):format(
+      core.notify(fd, ("error " .. verb .. ": cannot run the program that served device %d (%s in %s): %s\n"):format(
         id, table.concat(r.argv, " "), r.cwd, msg))
       os.exit(1)
     end))
   end
   local opts = { target = r.target, path = r.path, direct = r.direct, offset = r.offset }
   local function announce(dev, pid)
-    return ("ublk device %d: %s (recovered, target %s, server pid %d)"):format(dev.id, dev.path, r.target, pid)
+    return ("ublk device %d: %s (%s, target %s, server pid %d)"):format(dev.id, dev.path,
+      a.take_over and "taken over" or "recovered", r.target, pid)
   end
-  local bring_up, serve = server_steps(ublk, function() return ublk.recover(id, opts) end)
+  local bring_up, serve = server_steps(ublk, function() return make(id, opts) end)
   if a.foreground then return in_foreground(ublk, bring_up, serve, announce) end
   return report_of(background.fork(a.log, function(fd) serve_in_background(ublk, a, fd, bring_up, announce, serve) end))
 end
@@ -464,28 +481,29 @@ function M.main(argv)
     if not ok then err("internal error: %s", status) return 1 end
     return status
   end
-  if argv[1] == "recover" or (argv[1] == "--trace" and argv[2] == "recover") then
-    local a = { trace = argv[1] == "--trace" }
+  local verb = argv[argv[1] == "--trace" and 2 or 1]
+  if verb == "recover" or verb == "upgrade" then
+    local a = { trace = argv[1] == "--trace", take_over = verb == "upgrade" }
     local i = a.trace and 3 or 2
     while i <= #argv do
       local v = argv[i]
-      if v == "-h" or v == "--help" then io.stdout:write(HELP.recover) return 0
+      if v == "-h" or v == "--help" then io.stdout:write(HELP[verb]) return 0
       elseif v == "--foreground" then a.foreground = true
       elseif v == "--trace" then a.trace = true
       elseif v == "--log" then
         i = i + 1
         a.log = argv[i]
-        if not a.log then return misuse("recover: --log needs a file") end
+        if not a.log then return misuse("%s: --log needs a file", verb) end
       elseif v:match("^%-%-log=") then a.log = v:sub(7)
-      elseif v:match("^%-") then return misuse("recover: unknown option '%s'", v)
-      elseif a.id then return misuse("recover: one device id, not '%s' as well", v)
+      elseif v:match("^%-") then return misuse("%s: unknown option '%s'", verb, v)
+      elseif a.id then return misuse("%s: one device id, not '%s' as well", verb, v)
       else
         a.id = math.tointeger(tonumber(v))
-        if not a.id or a.id < 0 then return misuse("recover: '%s' is not a device id", v) end
+        if not a.id or a.id < 0 then return misuse("%s: '%s' is not a device id", verb, v) end
       end
       i = i + 1
     end
-    if not a.id then return misuse("recover: name the device id") end
+    if not a.id then return misuse("%s: name the device id", verb) end
     local ublk = require("ublk")
     if a.trace then ublk.trace(true) end
     local ok, status = xpcall(commands.recover, debug.traceback, ublk, a.id, a)

@@ -127,7 +127,8 @@ local function create(dev, o, tgt)
 end
 
 -- `ublk recover` runs a program again with UBLK_RECOVER=ID in its environment (and UBLK_REPORT_FD,
--- its report pipe): the program's first ublk.new recovers that device instead of making one.
+-- its report pipe): the program's first ublk.new recovers that device instead of making one
+-- (`ublk upgrade` adds UBLK_TAKE_OVER: it takes the device over from its live server).
 local pending_recovery = math.tointeger(tonumber(os.getenv("UBLK_RECOVER") or ""))
 
 -- ublk.new in a program `ublk recover` started: recover the device, and tell `ublk recover` how it went.
@@ -136,7 +137,8 @@ local function new_recovered(opts)
   pending_recovery = nil
   local o = {}
   for k, v in pairs(opts) do if k ~= "id" then o[k] = v end end
-  local dev, msg, errno = M.recover(id, o)
+  local dev, msg, errno
+  if os.getenv("UBLK_TAKE_OVER") then dev, msg, errno = M.take_over(id, o) else dev, msg, errno = M.recover(id, o) end
   local fd = math.tointeger(tonumber(os.getenv("UBLK_REPORT_FD") or ""))
   if fd then
     core.notify(fd, dev and ("ready ublk device %d: %s (recovered, server pid %d)\n"):format(id, dev.path, core.getpid())
@@ -181,7 +183,7 @@ local function params_of(id)
   o.flags = {}
   o.recovery = params.recovery_of(info.flags)
   for _, n in ipairs(info.flags) do
-    if not implied[n] and not (o.recovery and params.recovery_flags[n]) then o.flags[#o.flags + 1] = n end
+    if not implied[n] and not (o.recovery and (params.recovery_flags[n] or n == "quiesce")) then o.flags[#o.flags + 1] = n end
   end
   return o
 end
@@ -374,15 +376,17 @@ local function signal_name(signo)
 end
 
 --- Serve until `dev:stop()`, `ublk del`, SIGINT, SIGTERM or SIGHUP; then stop and delete the device.
--- Starts the device first when `dev:start()` was not called.
+-- SIGUSR1 (sent by `ublk.take_over`) hands the device over instead (`dev:handover()`), and the run
+-- ends with the device left to its new server. Starts the device first when `dev:start()` was not called.
 -- @param[opt] catcher a signal catcher (`ublk.core.catch_signals`) of SIGINT, SIGTERM and SIGHUP that
 --   the program made before the device, so that a signal while it was made ends the run at once;
 --   run() closes it. Without it, run() catches them itself.
--- @return true, reason ("signal SIGINT", "signal SIGTERM", "stopped"), id (of the device, now deleted)
+-- @return true, reason ("signal SIGINT", "signal SIGTERM", "stopped", "handed over"), id (of the device,
+--   now deleted, or served by another process)
 --   | nil, msg, errno
 function Device:run(catcher)
   local id, data = owned(self)
-  catcher = catcher or assert(core.catch_signals { core.SIGINT, core.SIGTERM, core.SIGHUP })
+  catcher = catcher or assert(core.catch_signals { core.SIGINT, core.SIGTERM, core.SIGHUP, core.SIGUSR1 })
   local _ <close> = catcher
   if not data.started then
     local ok, msg, errno = self:start()
@@ -406,16 +410,76 @@ function Device:run(catcher)
     else
       what, signo = I.wait(self, -1, catcher:fd())
     end
-    if what == "signal" then
+    if what == "signal" and signo == core.SIGUSR1 then
+      -- a new server asks for the device (ublk.take_over): hand it over, or say why not and serve on
+      local ok, msg = self:handover()
+      if ok then reason = "handed over" else io.stderr:write("ublk: device ", id, ": ", msg, "\n") end
+    elseif what == "signal" then
       reason = "signal " .. signal_name(signo)
     elseif what == "ended" then
       reason = "stopped"
     end
   until reason or (not sched or alarmed or data.sched ~= sched) and not I.owned(self)
   if sched then sched:alarms_off() end -- the stop's own dispatches must not wake for these (a second Ctrl-C)
-  local ok, msg, errno = self:delete()
+  local ok, msg, errno = self:delete() -- nothing after a hand-over: the device is no longer ours
   if not ok then return nil, msg, errno end
   return true, reason or "stopped", id
+end
+
+-- The device's own flags say whether it takes QUIESCE_DEV.
+local function quiesce_refusal(id, info)
+  for _, n in ipairs(info.flags) do if n == "quiesce" then return nil end end
+  return ("device %d has no UBLK_F_QUIESCE, which a live hand-over needs (the running kernel's ublk driver %s; Linux 6.16 " ..
+    "brings it): with recovery = 'requeue', kill its server (SIGKILL) and run ublk recover %d: requests wait meanwhile and " ..
+    "go to the new server, none fails"):format(id, state.features and state.features & (1 << 12) ~= 0
+    and "has it, but the device was made without it" or "lacks it", id)
+end
+
+-- After QUIESCE_DEV: answer what Lua holds (up to STOP_GRACE), end the queues (their answers go
+-- out, and the char device is closed: the kernel then holds the device for the next server), and
+-- let go of the device without STOP_DEV or DEL_DEV. The run record stays for the next server.
+local function let_go(self, id, data)
+  local sched = data.sched
+  if sched then
+    local deadline = core.monotonic() + STOP_GRACE
+    local function held() local st = I.bridge_stats(self) return st and st.held or 0 end
+    while held() > 0 and core.monotonic() < deadline do sched:dispatch(0.05) end
+  end
+  I.stop_queues(self)
+  data.sched = nil
+  if data.idle_for then control.unserving(id, data.idle_for) end
+  data.idle_for, data.started = nil, false
+  I.forget(self)
+  if mine[id] == self then mine[id] = nil end
+  return true
+end
+
+--- Hand the device over to the next server (Linux 6.16 and later: UBLK_F_QUIESCE): QUIESCE_DEV, then
+-- this process answers what it holds and lets go of the device, which stays. Its I/O waits until the
+-- next server recovers it (`ublk.recover`, or the `ublk.take_over` that asked for this). The handle
+-- owns nothing afterwards. Waits up to `timeout` seconds (default 10) for the kernel.
+-- @return true | nil, msg, errno
+function Device:handover(timeout)
+  local id, data = owned(self)
+  if not data.started then error("dev:handover: the device is not served", 2) end
+  if not data.options.recovery then
+    error(("dev:handover: device %d was made without recovery: no other server can take it"):format(id), 2)
+  end
+  if data.options.recovery == "fail_io" then
+    return nil, ("dev:handover: device %d has recovery = 'fail_io', which fails its I/O while no server runs: "
+      .. "a hand-over needs 'requeue' or 'fail_in_flight'"):format(id), core.errno.EINVAL
+  end
+  local info, msg, errno = M.info(id)
+  if not info then return nil, msg, errno end
+  local refused = quiesce_refusal(id, info)
+  if refused then return nil, "dev:handover: " .. refused, core.errno.EOPNOTSUPP end
+  local function quiesce()
+    local res, m, e = command("QUIESCE_DEV", { dev_id = id, data = math.floor((timeout or 10) * 1000), idle = idler(self) })
+    if not res then return nil, m, e end
+    return let_go(self, id, data)
+  end
+  local ok, m, e = with_signals_held(self, quiesce)
+  return ok, m, e -- not a tail call: a traceback shows dev:handover()
 end
 
 --- Counters of the data plane: { queues = { {requests, wakeups, submits, errors, cmd_error}, ... },
@@ -492,7 +556,7 @@ local FIXED = { "size", "block_size", "queues", "depth", "read_only", "recovery"
 
 -- ublk.recover's checks: the device can take a new server here, and the options fit it. Returns the
 -- device's options (the kernel's), the target, and info; or nil, msg, errno.
-local function recovery_plan(id, opts)
+local function recovery_plan(id, opts, take_over)
   local info, msg, errno = M.info(id)
   if not info then return nil, msg, errno end
   local kp
@@ -506,9 +570,21 @@ local function recovery_plan(id, opts)
   if info.state == "dead" then
     return nil, ("ublk.recover: device %d is DEAD (stopped): only ublk del %d is left"):format(id, id), core.errno.ENODEV
   end
-  if info.state == "live" and info.pid > 0 and not M.process_ended(info.pid) then
-    return nil, ("ublk.recover: device %d is LIVE, served by pid %d: a new server takes over only once that one is gone"):format(
-      id, info.pid), core.errno.EBUSY
+  local alive = info.state == "live" and info.pid > 0 and not M.process_ended(info.pid)
+  if take_over then
+    if not alive then
+      return nil, ("ublk.take_over: device %d has no live server (state %s): use ublk.recover"):format(id, info.state),
+        core.errno.ESRCH
+    end
+    local refused = quiesce_refusal(id, info)
+    if refused then return nil, "ublk.take_over: " .. refused, core.errno.EOPNOTSUPP end
+    if kp.recovery == "fail_io" then
+      return nil, ("ublk.take_over: device %d has recovery = 'fail_io', which fails its I/O while no server runs: "
+        .. "a hand-over needs 'requeue' or 'fail_in_flight'"):format(id), core.errno.EINVAL
+    end
+  elseif alive then
+    return nil, ("ublk.recover: device %d is LIVE, served by pid %d: a new server takes over only once that one is gone "
+      .. "(or hands it over: ublk.take_over)"):format(id, info.pid), core.errno.EBUSY
   end
   -- the file target makes a missing file; here that would be a device of zeros in place of the data
   if opts.target == "file" and type(opts.path) == "string" and not core.exists(opts.path) then
@@ -533,20 +609,24 @@ local function recovery_plan(id, opts)
   return kp, tgt, info
 end
 
---- Give device `id`, whose server is gone, a new server in this process (ublk.recover): see doc/api.md.
--- `opts` names the target as for ublk.new; the device's size, queues and limits are the kernel's.
--- @return device (started) | nil, msg, errno
-function M.recover(id, opts)
+-- ublk.recover and ublk.take_over.
+local function recover(id, opts, take_over)
+  local name = take_over and "ublk.take_over" or "ublk.recover"
   if math.type(id) ~= "integer" or id < 0 or id >= 1 << 20 then
-    error(("ublk.recover: id = %s: must be a device number from 0 to %d"):format(tostring(id), (1 << 20) - 1), 2)
+    error(("%s: id = %s: must be a device number from 0 to %d"):format(name, tostring(id), (1 << 20) - 1), 3)
   end
-  if type(opts) ~= "table" then error("ublk.recover: expected a table of options, got " .. type(opts), 2) end
+  if type(opts) ~= "table" then error(name .. ": expected a table of options, got " .. type(opts), 3) end
   local c, msg, errno = control.get()
   if not c then return nil, msg, errno end
-  local o, tgt, info = recovery_plan(id, opts)
+  local o, tgt, info = recovery_plan(id, opts, take_over)
   if not o then return nil, tgt, info end
   local dev = I.new(c)
-  local function take_over()
+  -- the old server hands the device over when asked (its run() reads SIGUSR1); recovery then waits
+  -- for it to let go, as for a dead one
+  if take_over and not core.kill(info.pid, core.SIGUSR1) then
+    return nil, ("%s: device %d: its server (pid %d) could not be asked to hand it over"):format(name, id, info.pid), core.errno.ESRCH
+  end
+  local function take()
     -- EBUSY until the kernel has quiesced the device and the old server's /dev/ublkcN is released
     local deadline = core.monotonic() + RECOVER_WAIT
     local res, m, e
@@ -557,7 +637,9 @@ function M.recover(id, opts)
     until core.monotonic() > deadline
     if not res then
       if e == core.errno.EBUSY then
-        m = ("%s (still after %d s: is the old server, pid %d, still running?)"):format(m, RECOVER_WAIT, info.pid)
+        m = ("%s (still after %d s: %s)"):format(m, RECOVER_WAIT, take_over
+          and ("the server, pid %d, did not hand the device over: does its program serve with dev:run()?"):format(info.pid)
+          or ("is the old server, pid %d, still running?"):format(info.pid))
       end
       return nil, m, e
     end
@@ -576,8 +658,24 @@ function M.recover(id, opts)
     end
     return dev
   end
-  local made, why, errno2 = with_signals_held(dev, take_over)
-  return made, why, errno2 -- not a tail call: a traceback shows ublk.recover
+  local made, why, errno2 = with_signals_held(dev, take)
+  return made, why, errno2
+end
+
+--- Give device `id`, whose server is gone, a new server in this process (ublk.recover): see doc/api.md.
+-- `opts` names the target as for ublk.new; the device's size, queues and limits are the kernel's.
+-- @return device (started) | nil, msg, errno
+function M.recover(id, opts)
+  local dev, msg, errno = recover(id, opts, false)
+  return dev, msg, errno -- not a tail call: a traceback shows ublk.recover
+end
+
+--- Take device `id` over from its live server (ublk.take_over): it is asked to hand the device over
+-- (SIGUSR1: its run() calls dev:handover()), and this process recovers it. I/O waits meanwhile.
+-- @return device (started) | nil, msg, errno
+function M.take_over(id, opts)
+  local dev, msg, errno = recover(id, opts, true)
+  return dev, msg, errno -- not a tail call: a traceback shows ublk.take_over
 end
 
 --- Whether process pid has ended: gone, or a zombie nobody has reaped yet (what ublk.delete waits for).

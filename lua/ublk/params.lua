@@ -247,6 +247,10 @@ function M.check(opts, features, others)
       end
       o.flags[#o.flags + 1] = name
     end
+    -- QUIESCE_DEV, where the kernel has it, lets a live server hand the device over (dev:handover())
+    local has_quiesce = false
+    for _, name in ipairs(o.flags) do has_quiesce = has_quiesce or name == "quiesce" end
+    if not has_quiesce and features and features & (1 << flag_bit.quiesce) ~= 0 then o.flags[#o.flags + 1] = "quiesce" end
     o.recovery = opts.recovery
   end
   return o

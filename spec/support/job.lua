@@ -18,6 +18,9 @@ Job.__index = Job
 function M.start(cmd, ours)
   count = count + 1
   local base = ("%s/job-%s-%d"):format(TMP, core.getpid(), count)
+  -- busted loads this module afresh for each spec file, so the count starts again: a job of an
+  -- earlier file that failed before its cleanup left files of the same name, which must not be read
+  for _, ext in ipairs { ".out", ".err", ".rc", ".rc.tmp", ".pid" } do os.remove(base .. ext) end
   local env = ours and run.ours_env() or run.PLAIN_ENV
   local script = ("(%s) </dev/null >%s.out 2>%s.err; echo $? >%s.rc.tmp; mv %s.rc.tmp %s.rc"):format(
     cmd, base, base, base, base, base)
