@@ -469,6 +469,26 @@ static int l_wait(lua_State *L)
 	return 2;
 }
 
+/** core.owner(path) -> uid, mode (the permission bits) | nil, msg, errno: who may have written a file */
+static int l_owner(lua_State *L)
+{
+	const char *path = luaL_checkstring(L, 1);
+	struct stat st;
+
+	if (stat(path, &st) < 0)
+		return ublk_lua_fail(L, path, errno);
+	lua_pushinteger(L, st.st_uid);
+	lua_pushinteger(L, st.st_mode & 07777);
+	return 2;
+}
+
+/** core.geteuid() */
+static int l_geteuid(lua_State *L)
+{
+	lua_pushinteger(L, geteuid());
+	return 1;
+}
+
 static const luaL_Reg process_funcs[] = {
 	{ "exists", l_exists },
 	{ "mkdir", l_mkdir },
@@ -478,6 +498,8 @@ static const luaL_Reg process_funcs[] = {
 	{ "exec", l_exec },
 	{ "getcwd", l_getcwd },
 	{ "wait", l_wait },
+	{ "owner", l_owner },
+	{ "geteuid", l_geteuid },
 	{ "catch_signals", l_catch_signals },
 	{ "hold_signals", l_hold_signals },
 	{ "kill", l_kill },

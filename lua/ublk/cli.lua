@@ -420,7 +420,14 @@ function commands.recover(ublk, id, a)
     return 1
   end
   if r.argv then
-    -- a device with Lua in its path: its program runs again, and its first ublk.new recovers the device
+    -- a device with Lua in its path: its program runs again, and its first ublk.new recovers the device.
+    -- The record says what to run: only one that nobody else could have written is followed.
+    local uid, mode = core.owner(records.path(id))
+    if uid ~= core.geteuid() or (mode or 0) & 0x12 ~= 0 then
+      err("%s: the run record %s is not this user's alone (owner %s, mode %s): its command line is not run",
+        verb, records.path(id), tostring(uid), mode and ("%o"):format(mode) or "?")
+      return 1
+    end
     if a.foreground then
       return misuse("%s: device %d was served by a program (%s): run it again yourself with UBLK_RECOVER=%d%s to serve it in the foreground",
         verb, id, table.concat(r.argv, " "), id, a.take_over and " UBLK_TAKE_OVER=1" or "")
