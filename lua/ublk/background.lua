@@ -14,6 +14,27 @@ local M = {}
 -- BACKOFF_MAX) before the next try, the first none.
 M.LIMIT, M.WINDOW, M.BACKOFF, M.BACKOFF_MAX = 5, 60, 0.5, 5
 
+--- The exit status of a server that handed its device over (`ublk upgrade`): the supervisor then
+-- watches the new server instead.
+M.HANDED_OVER = 3
+
+-- After a hand-over: the new server's pid, once its run record names it (nil after 60 s).
+local function successor(id, old)
+  local records = require("ublk.records")
+  local deadline = core.monotonic() + 60
+  repeat
+    local r = records.read(id)
+    local pid = r and math.tointeger(tonumber(r.pid))
+    if pid and pid ~= old and core.kill(pid, 0) then return pid end
+    core.sleep(0.05)
+  until core.monotonic() > deadline or not core.exists("/sys/class/ublk-char/ublkc" .. id)
+end
+
+-- Wait for a process that is not our child to end (it cannot be reaped here: polled).
+local function outlived(pid)
+  while core.kill(pid, 0) do core.sleep(0.1) end
+end
+
 --- Fork a server: `child(report_fd)` runs in a new session (stdin /dev/null, stdout and stderr to
 -- `log` or /dev/null) and ends the process; this one waits for the report.
 -- @return report, pid, status (the wait status if it has exited) | nil, msg
@@ -75,13 +96,33 @@ function M.supervise(report_fd, log, first, recover)
   say("device %d: serving with server pid %d; pid %d supervises it", id, pid, core.getpid())
   local failures = {}
   local last
+  local adopted = false -- pid is a server that took the device over: not our child
   while true do
-    local how, code = core.wait(pid)
-    if how == "exited" and code == 0 then
+    local how, code
+    if adopted then
+      outlived(pid)
+      how, code = "ended", nil
+      -- a server that deleted its device has just gone: give the device a moment to vanish too
+      local deadline = core.monotonic() + 2
+      while core.exists("/sys/class/ublk-char/ublkc" .. id) and core.monotonic() < deadline do core.sleep(0.05) end
+    else
+      how, code = core.wait(pid)
+    end
+    if how == "exited" and code == M.HANDED_OVER then
+      local next_pid = successor(id, pid)
+      if next_pid then
+        say("device %d: server pid %d handed the device over to pid %d, which is supervised now", id, pid, next_pid)
+        pid, adopted = next_pid, true
+        goto continue
+      end
+      how = "ended"
+    end
+    if how == "exited" and code == 0 or how == "ended" and not core.exists("/sys/class/ublk-char/ublkc" .. id) then
       say("device %d: server pid %d stopped cleanly; the supervisor ends", id, pid)
       os.exit(0)
     end
-    last = ("server pid %d %s"):format(pid, ending(how, code))
+    adopted = false
+    last = how == "ended" and ("server pid %d ended"):format(pid) or ("server pid %d %s"):format(pid, ending(how, code))
     repeat
       local now = core.monotonic()
       local kept = {}
@@ -114,6 +155,7 @@ function M.supervise(report_fd, log, first, recover)
         end
       end
     until pid
+    ::continue::
   end
 end
 

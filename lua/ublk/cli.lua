@@ -320,7 +320,7 @@ local function server_steps(ublk, make)
   end
   local function serve(dev)
     local done, reason = dev:run(early)
-    if done and reason == "handed over" then return true, ("ublk device %d: handed over to the next server"):format(dev.id) end
+    if done and reason == "handed over" then return true, ("ublk device %d: handed over to the next server"):format(dev.id), true end
     return done, done and ("ublk device %d: stopped (%s) and deleted"):format(dev.id, reason) or reason
   end
   return bring_up, serve
@@ -374,9 +374,9 @@ local function serve_in_background(ublk, a, fd, bring_up, announce, serve)
     os.exit(1)
   end
   tell("ready " .. announce(dev, core.getpid()) .. "\n")
-  local done, what = serve(dev)
+  local done, what, handed = serve(dev)
   io.stderr:write(what, "\n")
-  os.exit(done and 0 or 1)
+  os.exit(handed and background.HANDED_OVER or done and 0 or 1)
 end
 
 function commands.add(ublk, opts, a)
