@@ -32,10 +32,11 @@ M.new = device.new
 --- Give device `id`, whose server is gone (killed, crashed), a new server in this process:
 -- START_USER_RECOVERY, the queues, END_USER_RECOVERY. The device must have been made with
 -- `recovery`; `opts` names the target as for `ublk.new` (its size, queues and limits are the
--- device's). Returns the device started, as `dev:start()` leaves it.
+-- device's; without opts, the C target the device's run record names). Returns the device
+-- started, as `dev:start()` leaves it.
 -- @function recover
 -- @tparam integer id
--- @tparam table opts
+-- @tparam[opt] table opts
 -- @return device | nil, message, errno
 M.recover = device.recover
 
@@ -44,7 +45,7 @@ M.recover = device.recover
 -- and this process recovers the device as `ublk.recover` does. I/O waits meanwhile; none fails.
 -- @function take_over
 -- @tparam integer id
--- @tparam table opts
+-- @tparam[opt] table opts
 -- @return device | nil, message, errno
 M.take_over = device.take_over
 

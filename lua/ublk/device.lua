@@ -615,6 +615,20 @@ local function recover(id, opts, take_over)
   if math.type(id) ~= "integer" or id < 0 or id >= 1 << 20 then
     error(("%s: id = %s: must be a device number from 0 to %d"):format(name, tostring(id), (1 << 20) - 1), 3)
   end
+  if opts == nil then
+    -- the C target its last server recorded (a program's own target is the program's to give)
+    local r = records.read(id)
+    if not r then
+      return nil, ("%s: device %d has no run record in %s: name its target in opts"):format(name, id, records.dir()),
+        core.errno.ENOENT
+    end
+    if r.argv then
+      return nil, ("%s: device %d was served by a program with Lua in its path (%s): run it again with UBLK_RECOVER=%d "
+        .. "(ublk recover %d does), or give its handler or hooks in opts"):format(name, id, table.concat(r.argv, " "), id, id),
+        core.errno.EINVAL
+    end
+    opts = { target = r.target, path = r.path, direct = r.direct, offset = r.offset }
+  end
   if type(opts) ~= "table" then error(name .. ": expected a table of options, got " .. type(opts), 3) end
   local c, msg, errno = control.get()
   if not c then return nil, msg, errno end
@@ -663,7 +677,8 @@ local function recover(id, opts, take_over)
 end
 
 --- Give device `id`, whose server is gone, a new server in this process (ublk.recover): see doc/api.md.
--- `opts` names the target as for ublk.new; the device's size, queues and limits are the kernel's.
+-- `opts` names the target as for ublk.new (default: the C target its run record names); the device's
+-- size, queues and limits are the kernel's.
 -- @return device (started) | nil, msg, errno
 function M.recover(id, opts)
   local dev, msg, errno = recover(id, opts, false)

@@ -482,6 +482,23 @@ describe("recovery on the real driver", function()
     end)
   end
 
+  it("ublk.recover without options serves the C target the run record names", function()
+    local code, out, err = run.ublk("add -t null --size 16M --recovery requeue")
+    assert.are.equal(0, code, err)
+    local id, path, pid = announced(out)
+    kill_server(id, pid, "quiesced")
+    local dev = assert(ublk.recover(id))
+    assert.are.equal(core.getpid(), dev:info().pid)
+    local r = require("ublk.records").read(id)
+    assert.are.equal("null", r.target)
+    assert.are.equal(core.getpid(), tonumber(r.pid))
+    assert.is_nil(r.argv)
+    sh(("dd if=%s of=/dev/null bs=4k count=16 iflag=direct 2>/dev/null"):format(path))
+    assert(dev:delete())
+    assert.is_nil(require("ublk.records").read(id), "the record went with the device")
+    no_devices_left()
+  end)
+
   it("ublk.recover gives a device hooks, then a handler, in this process; and refuses what cannot work", function()
     local img = TMP .. "/recover-api.img"
     os.remove(img)
