@@ -172,13 +172,17 @@ end
 local implied = { cmd_ioctl_encode = true, uring_cmd_comp_in_task = true, per_io_daemon = true,
   buf_reg_off_daemon = true, safe_stop_dev = true }
 
--- GET_PARAMS of device `id`, decoded into the keys `ublk.new` takes.
-local function params_of(id)
+-- GET_PARAMS of device `id`, decoded into the keys `ublk.new` takes (`info`: its GET_DEV_INFO, when
+-- the caller has it).
+local function params_of(id, info)
   local size = core.layout("params").size
   local res, out, errno = command("GET_PARAMS", { dev_id = id, buf = string.pack("<I4", size), len = size })
   if not res then return nil, out, errno end
-  local info, msg, errno2 = M.info(id)
-  if not info then return nil, msg, errno2 end
+  local msg, errno2
+  if not info then
+    info, msg, errno2 = M.info(id)
+    if not info then return nil, msg, errno2 end
+  end
   local o = params.decode(out, info)
   o.flags = {}
   o.recovery = params.recovery_of(info.flags)
@@ -560,7 +564,7 @@ local function recovery_plan(id, opts, take_over)
   local info, msg, errno = M.info(id)
   if not info then return nil, msg, errno end
   local kp
-  kp, msg, errno = params_of(id)
+  kp, msg, errno = params_of(id, info)
   if not kp then return nil, msg, errno end
   if not kp.recovery then
     return nil, ("ublk.recover: device %d was made without recovery (flags %s): no new server can take it; " ..
@@ -642,13 +646,12 @@ local function recover(id, opts, take_over)
   end
   local function take()
     -- EBUSY until the kernel has quiesced the device and the old server's /dev/ublkcN is released
-    local deadline = core.monotonic() + RECOVER_WAIT
+    -- a cheap command, polled every 10 ms: the I/O waits no longer than it must
     local res, m, e
-    repeat
+    wait_until(RECOVER_WAIT, function()
       res, m, e = command("START_USER_RECOVERY", { dev_id = id })
-      if res or e ~= core.errno.EBUSY then break end
-      core.sleep(0.01) -- a cheap command: polled often, so the I/O waits no longer than it must
-    until core.monotonic() > deadline
+      return res or e ~= core.errno.EBUSY
+    end)
     if not res then
       if e == core.errno.EBUSY then
         m = ("%s (still after %d s: %s)"):format(m, RECOVER_WAIT, take_over

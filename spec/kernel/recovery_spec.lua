@@ -40,6 +40,13 @@ local function announced(out)
   return tonumber(id), path, tonumber(pid)
 end
 
+-- `ublk ARGS` (an add), which must succeed: the id, path and server pid it printed.
+local function added(args)
+  local code, out, err = run.ublk(args)
+  assert.are.equal(0, code, err)
+  return announced(out)
+end
+
 local function ended(pid) return require("ublk.device").process_ended(pid) end
 
 -- Kill the server of device `id` (pid) and wait until the kernel holds the device for a new one.
@@ -85,9 +92,8 @@ describe("recovery on the real driver", function()
   it("requeue: fio writes through a SIGKILL of the server and `ublk recover`; its verify pass is clean", function()
     local img = TMP .. "/recover.img"
     os.remove(img)
-    local code, out, err = run.ublk("add -t file -f " .. img .. " --size 64M -q 2 --recovery requeue")
-    assert.are.equal(0, code, err)
-    local id, path, pid = announced(out)
+    local id, path, pid = added("add -t file -f " .. img .. " --size 64M -q 2 --recovery requeue")
+    local code, out, err
     local d = device(id)
     assert.are.equal("requeue", d.recovery)
     assert.are.equal("alive", d.server)
@@ -185,9 +191,8 @@ describe("recovery on the real driver", function()
     local img, log = TMP .. "/restart.img", TMP .. "/restart.log"
     os.remove(img)
     os.remove(log)
-    local code, out, err = run.ublk(("add -t file -f %s --size 128M -q 2 --recovery requeue --restart --log %s"):format(img, log))
-    assert.are.equal(0, code, err)
-    local id, path, pid = announced(out)
+    local id, path, pid = added(("add -t file -f %s --size 128M -q 2 --recovery requeue --restart --log %s"):format(img, log))
+    local code, out, err
     local fio_opts = { rw = "randwrite", bs = "4k-64k", depth = 16, jobs = 2, size = "48m" }
     local fio = job.start(disk.fio_command(path, fio_opts))
     for round = 1, 3 do
@@ -223,9 +228,8 @@ describe("recovery on the real driver", function()
   it("ublk add --restart gives up after too many failures, logs why, and leaves the device for ublk del", function()
     local img, log = TMP .. "/giveup.img", TMP .. "/giveup.log"
     os.remove(log)
-    local code, out, err = run.ublk(("add -t file -f %s --size 16M --recovery requeue --restart --log %s"):format(img, log))
-    assert.are.equal(0, code, err)
-    local id, _, pid = announced(out)
+    local id, _, pid = added(("add -t file -f %s --size 16M --recovery requeue --restart --log %s"):format(img, log))
+    local code, out, err
     local text = run.slurp(log) or ""
     local supervisor = tonumber(text:match("pid (%d+) supervises it"))
     assert.is_not_nil(supervisor, text)
@@ -299,9 +303,8 @@ describe("recovery on the real driver", function()
     end)
   else
     it("fail_io: while no server runs, I/O fails at once; the device still recovers", function()
-      local code, out, err = run.ublk("add -t null --size 16M --recovery fail_io")
-      assert.are.equal(0, code, err)
-      local id, path, pid = announced(out)
+      local id, path, pid = added("add -t null --size 16M --recovery fail_io")
+      local code, out, err
       kill_server(id, pid, "fail_io")
       read_fails_at_once(path)
       code, out, err = run.ublk("recover " .. id)
@@ -315,9 +318,8 @@ describe("recovery on the real driver", function()
   end
 
   it("without recovery a device dies with its server: reads fail at once, list marks it, ublk del removes it", function()
-    local code, out, err = run.ublk("add -t null --size 16M")
-    assert.are.equal(0, code, err)
-    local id, path, pid = announced(out)
+    local id, path, pid = added("add -t null --size 16M")
+    local code, out, err
     kill_server(id, pid, "dead")
     read_fails_at_once(path)
     local d = device(id)
@@ -336,9 +338,8 @@ describe("recovery on the real driver", function()
 
   if kernel.series == "6.12" then
     it("a hand-over on 6.12: refused with the reason, and the kill-and-requeue path offered", function()
-      local code, out, err = run.ublk("add -t null --size 16M --recovery requeue")
-      assert.are.equal(0, code, err)
-      local id, _, pid = announced(out)
+      local id, _, pid = added("add -t null --size 16M --recovery requeue")
+      local code, out, err
       code, out, err = run.ublk("upgrade " .. id)
       assert.are.equal(1, code, out)
       assert.matches("device " .. id .. " has no UBLK_F_QUIESCE, which a live hand%-over needs %(the running kernel's ublk "
@@ -361,9 +362,8 @@ describe("recovery on the real driver", function()
     it("ublk upgrade: a new server takes a file device over from its live one while fio writes; no I/O fails", function()
       local img = TMP .. "/upgrade.img"
       os.remove(img)
-      local code, out, err = run.ublk("add -t file -f " .. img .. " --size 64M -q 2 --recovery requeue")
-      assert.are.equal(0, code, err)
-      local id, _, pid = announced(out)
+      local id, _, pid = added("add -t file -f " .. img .. " --size 64M -q 2 --recovery requeue")
+      local code, out, err
       assert.is_true(table.concat(device(id).flags, ","):find("quiesce", 1, true) ~= nil, "made with UBLK_F_QUIESCE")
       local fio = job.start(disk.fio_command("/dev/ublkb" .. id, FIO))
       core.sleep(1.5)
@@ -392,9 +392,8 @@ describe("recovery on the real driver", function()
       local img, log = TMP .. "/up-restart.img", TMP .. "/up-restart.log"
       os.remove(img)
       os.remove(log)
-      local code, out, err = run.ublk(("add -t file -f %s --size 16M --recovery requeue --restart --log %s"):format(img, log))
-      assert.are.equal(0, code, err)
-      local id, path, pid = announced(out)
+      local id, path, pid = added(("add -t file -f %s --size 16M --recovery requeue --restart --log %s"):format(img, log))
+      local code, out, err
       local supervisor = tonumber((run.slurp(log) or ""):match("pid (%d+) supervises it"))
       assert.is_not_nil(supervisor, run.slurp(log))
       code, out, err = run.ublk("upgrade " .. id)
@@ -483,9 +482,7 @@ describe("recovery on the real driver", function()
   end
 
   it("ublk.recover without options serves the C target the run record names", function()
-    local code, out, err = run.ublk("add -t null --size 16M --recovery requeue")
-    assert.are.equal(0, code, err)
-    local id, path, pid = announced(out)
+    local id, path, pid = added("add -t null --size 16M --recovery requeue")
     kill_server(id, pid, "quiesced")
     local dev = assert(ublk.recover(id))
     assert.are.equal(core.getpid(), dev:info().pid)
@@ -502,9 +499,8 @@ describe("recovery on the real driver", function()
   it("ublk.recover gives a device hooks, then a handler, in this process; and refuses what cannot work", function()
     local img = TMP .. "/recover-api.img"
     os.remove(img)
-    local code, out, err = run.ublk("add -t file -f " .. img .. " --size 16M --recovery requeue")
-    assert.are.equal(0, code, err)
-    local id, path, pid = announced(out)
+    local id, path, pid = added("add -t file -f " .. img .. " --size 16M --recovery requeue")
+    local code, out, err
     -- a live device with its server: not taken
     local dev, msg, errno = ublk.recover(id, { target = "file", path = img })
     assert.is_nil(dev)
